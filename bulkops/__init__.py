@@ -1,0 +1,1 @@
+"""bulkops: validate and write many Django objects at once, with a result per row."""

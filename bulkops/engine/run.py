@@ -1,0 +1,313 @@
+"""``run_batch``: rows in, one ``RowResult`` per row out.
+
+Two passes over the rows, in chunks:
+
+1. validate every chunk (set-based, see ``validate``); validated chunks are kept in
+   memory for small batches and spooled to a temporary file for big ones, so a
+   million-row file never sits in memory;
+2. write the chunks under the transaction mode asked for, and report.
+
+Nothing is written before every row has been validated, in every mode.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+from django.db import transaction
+from rest_framework import serializers
+
+from ..conf import ATOMIC_CHOICES, bulkops_settings
+from ..exceptions import InvalidOptions
+from ..results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, BatchResult, RowResult
+from .rows import SourceRow
+from .validate import CREATE, DELETE, UPDATE, ChunkValidator, PreparedRow
+from .write import ChunkWriter
+
+MODES = ("create", "update", "upsert", "delete")
+_STATUS = {CREATE: CREATED, UPDATE: UPDATED, DELETE: DELETED}
+
+ProgressCallback = Callable[[str, int], None]
+WriteHook = Callable[[str, list[Any]], None]
+
+
+class ChunkStore:
+    """Validated chunks, in order: in memory up to ``memory_rows`` rows, then on disk.
+
+    A local temporary file lives only for one ``run_batch`` call in one process.
+    """
+
+    def __init__(self, memory_rows: int = 20_000) -> None:
+        self.memory_rows = memory_rows
+        self._held = 0
+        self._memory: list[list[Any]] = []
+        self._file: Any = None
+        self._spooled = 0
+
+    def append(self, chunk: list[Any]) -> None:
+        if self._file is None and self._held + len(chunk) <= self.memory_rows:
+            self._memory.append(chunk)
+            self._held += len(chunk)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="bulkops-")
+        pickle.dump(chunk, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._spooled += 1
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        yield from self._memory
+        if self._file is not None:
+            self._file.seek(0)
+            for _ in range(self._spooled):
+                yield pickle.load(self._file)
+
+    def close(self) -> None:
+        self._memory = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _as_source_row(item: Any) -> SourceRow:
+    return item if isinstance(item, SourceRow) else SourceRow(values=item)
+
+
+def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[PreparedRow]]:
+    iterator = iter(rows)
+    index = 0
+    while True:
+        block = list(islice(iterator, size))
+        if not block:
+            return
+        chunk = []
+        for item in block:
+            source = _as_source_row(item)
+            errors = dict(source.errors) if source.errors else None
+            chunk.append(PreparedRow(index, source.row, source.ref, source.values, errors=errors))
+            index += 1
+        yield chunk
+
+
+def check_options(*, mode: str, atomic: str | None, chunk_size: int | None) -> tuple[str, int]:
+    """The effective ``atomic`` and ``chunk_size``, or ``InvalidOptions`` saying what is allowed."""
+    if mode not in MODES:
+        raise InvalidOptions(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
+    atomic = atomic or bulkops_settings.DEFAULT_ATOMIC
+    if atomic not in ATOMIC_CHOICES:
+        raise InvalidOptions(f"Unknown atomic {atomic!r}; use one of {', '.join(ATOMIC_CHOICES)}.")
+    limit = bulkops_settings.MAX_CHUNK_SIZE
+    if chunk_size is None:
+        chunk_size = min(bulkops_settings.CHUNK_SIZE, limit)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= limit:
+        raise InvalidOptions(f"chunk_size must be a whole number from 1 to {limit}; got {chunk_size!r}.")
+    return atomic, chunk_size
+
+
+def run_batch(
+    *,
+    serializer_class: type[serializers.BaseSerializer],
+    rows: Iterable[Any],
+    mode: str,
+    natural_key: Sequence[str] | None = None,
+    atomic: str | None = None,
+    chunk_size: int | None = None,
+    dry_run: bool = False,
+    context: dict[str, Any] | None = None,
+    queryset: Any = None,
+    keep_results: bool = True,
+    with_data: bool = True,
+    on_row: Callable[[RowResult], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    after_write: WriteHook | None = None,
+) -> BatchResult:
+    """Validate every row, then write them in chunks; return one result per row.
+
+    ``rows`` are dicts (API items) or ``SourceRow``s (file rows, with row numbers).
+    ``natural_key`` names the object for update/upsert/delete (default: the
+    serializer's ``Meta.natural_key``); ``queryset`` bounds which objects may be
+    updated or deleted (default: the model's default manager).
+    ``atomic``: ``all`` — one transaction, any error writes nothing; ``chunk`` —
+    one transaction per chunk, a chunk with any error writes nothing; ``none`` —
+    every valid row is written. ``dry_run`` validates and reports, writes nothing.
+    ``on_progress(stage, rows_done)`` is called after each chunk of each pass
+    (stage ``"validate"`` then ``"write"``); ``after_write(action, instances)``
+    runs inside the transaction after each chunk's successful write — the place
+    for what ``post_save`` receivers would do, since bulk writes send no signals.
+    """
+    atomic, chunk_size = check_options(mode=mode, atomic=atomic, chunk_size=chunk_size)
+    if natural_key is None:
+        natural_key = getattr(getattr(serializer_class, "Meta", None), "natural_key", ())
+    validator = ChunkValidator(
+        serializer_class=serializer_class,
+        mode=mode,
+        natural_key=natural_key or (),
+        context=context,
+        queryset=queryset,
+    )
+    result = BatchResult(
+        mode=mode, atomic=atomic, dry_run=dry_run, keep_results=keep_results, on_row=on_row
+    )
+    run = _Run(
+        validator=validator,
+        result=result,
+        serializer_class=serializer_class,
+        context=context or {},
+        with_data=with_data,
+        on_progress=on_progress,
+        after_write=after_write,
+    )
+    store = ChunkStore()
+    try:
+        run.validate(rows, chunk_size, store)
+        run.write(store)
+    finally:
+        store.close()
+    return result
+
+
+class _Run:
+    """The state of one ``run_batch`` call."""
+
+    def __init__(
+        self,
+        *,
+        validator: ChunkValidator,
+        result: BatchResult,
+        serializer_class: type[serializers.BaseSerializer],
+        context: dict[str, Any],
+        with_data: bool,
+        on_progress: ProgressCallback | None,
+        after_write: WriteHook | None,
+    ) -> None:
+        self.validator = validator
+        self.result = result
+        self.serializer_class = serializer_class
+        self.context = context
+        self.with_data = with_data
+        self.on_progress = on_progress
+        self.after_write = after_write
+        self.invalid_rows = 0
+
+    def _progress(self, stage: str, done: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(stage, done)
+
+    # -- pass 1 ----------------------------------------------------------------------
+
+    def validate(self, rows: Iterable[Any], chunk_size: int, store: ChunkStore) -> None:
+        done = 0
+        for chunk in _chunks(rows, chunk_size):
+            self.validator.validate_chunk(chunk)
+            self.invalid_rows += sum(1 for r in chunk if r.errors is not None)
+            store.append(chunk)
+            done += len(chunk)
+            self._progress("validate", done)
+
+    def _late_errors(self, chunk: list[PreparedRow]) -> bool:
+        """Apply errors found after the chunk was validated; does the chunk hold any error?"""
+        late = self.validator.late_errors
+        has_error = False
+        for row in chunk:
+            extra = late.pop(row.position, None) if late else None
+            if extra:
+                errors = row.errors or {}
+                for field, messages in extra.items():
+                    errors.setdefault(field, []).extend(messages)
+                row.errors = errors
+                row.action = None
+            has_error = has_error or row.errors is not None
+        return has_error
+
+    # -- pass 2 ----------------------------------------------------------------------
+
+    def write(self, store: ChunkStore) -> None:
+        result = self.result
+        batch_failed = self.invalid_rows > 0 or bool(self.validator.late_errors)
+        if result.dry_run:
+            for chunk in store:
+                chunk_failed = self._late_errors(chunk)
+                failed = batch_failed if result.atomic == "all" else chunk_failed
+                self._emit(chunk, rolled_back=failed and result.atomic != "none")
+            return
+        if result.atomic == "all":
+            self._write_all(store, batch_failed)
+            return
+        writer = ChunkWriter(validator=self.validator)
+        done = 0
+        for chunk in store:
+            chunk_failed = self._late_errors(chunk)
+            if chunk_failed and result.atomic == "chunk":
+                self._emit(chunk, rolled_back=True)
+            else:
+                with transaction.atomic(using=self.validator.db):
+                    refused = writer.write([r for r in chunk if r.errors is None])
+                    if refused and result.atomic == "chunk":
+                        transaction.set_rollback(True, using=self.validator.db)
+                    else:
+                        self._after_write(chunk)
+                self._emit(chunk, rolled_back=bool(refused) and result.atomic == "chunk")
+            done += len(chunk)
+            self._progress("write", done)
+
+    def _write_all(self, store: ChunkStore, failed: bool) -> None:
+        """One transaction for the batch; results wait until its fate is known."""
+        if failed:
+            for chunk in store:
+                self._late_errors(chunk)
+                self._emit(chunk, rolled_back=True)
+            return
+        writer = ChunkWriter(validator=self.validator)
+        written = ChunkStore()
+        try:
+            db = self.validator.db
+            with transaction.atomic(using=db):
+                done = 0
+                for chunk in store:
+                    if not failed:
+                        failed = bool(writer.write([r for r in chunk if r.errors is None]))
+                        if not failed:
+                            self._after_write(chunk)
+                    written.append(chunk)
+                    done += len(chunk)
+                    self._progress("write", done)
+                if failed:
+                    transaction.set_rollback(True, using=db)
+            for chunk in written:
+                self._emit(chunk, rolled_back=failed)
+        finally:
+            written.close()
+
+    def _after_write(self, chunk: list[PreparedRow]) -> None:
+        if self.after_write is None:
+            return
+        for action in (CREATE, UPDATE, DELETE):
+            objs = [r.instance for r in chunk if r.action == action and r.errors is None]
+            if objs:
+                self.after_write(action, objs)
+
+    def _emit(self, chunk: list[PreparedRow], *, rolled_back: bool) -> None:
+        """Report every row of a chunk, in order, once its outcome is final."""
+        data: dict[int, Any] = {}
+        if self.with_data and not rolled_back:
+            ok = [r for r in chunk if r.errors is None and r.action in (CREATE, UPDATE, DELETE)]
+            if ok:
+                rendered = self.serializer_class(
+                    [r.instance for r in ok], many=True, context=self.context
+                ).data
+                data = {r.index: item for r, item in zip(ok, rendered, strict=True)}
+        dry_run = self.result.dry_run
+        add = self.result.add
+        for row in chunk:
+            if row.errors is not None:
+                add(RowResult(row.index, ERROR, row.row, row.ref, errors=row.errors, values=row.values))
+            elif rolled_back:
+                add(RowResult(row.index, ROLLED_BACK, row.row, row.ref))
+            else:
+                pk = row.instance.pk if row.instance is not None else None
+                if dry_run and row.action == CREATE:
+                    pk = None
+                add(RowResult(row.index, _STATUS[row.action], row.row, row.ref, pk, data.get(row.index)))

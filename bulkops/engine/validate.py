@@ -1,0 +1,468 @@
+"""Set-based validation of a chunk of rows on a DRF serializer.
+
+DRF validates one row at a time and, for a ``ModelSerializer``, runs one query per
+related field (``SlugRelatedField`` / ``PrimaryKeyRelatedField``) and one per unique
+field or unique-together set *per row*: that is where its time goes. Here one
+serializer instance validates every row of a batch, with those queries taken out of
+the row loop:
+
+- each related field resolves from a map fetched with one ``__in`` query per chunk;
+- unique validators are removed from the fields and checked with one query per
+  constraint per chunk, plus a batch-wide key map for duplicates inside the batch;
+- objects to update or delete are fetched with one query per chunk.
+
+Everything else — field validation, ``validate_<field>``, ``validate()`` — is DRF's
+own, per row, so a project's serializer rules keep working untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connections, models, router
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
+from rest_framework.validators import UniqueTogetherValidator, UniqueValidator
+
+CREATE, UPDATE, DELETE = "create", "update", "delete"
+NON_FIELD = "non_field_errors"
+_MISSING = object()
+_AMBIGUOUS = object()
+
+
+@dataclass(slots=True)
+class PreparedRow:
+    """A row after validation: what to do with which instance, or why it cannot."""
+
+    index: int
+    row: int | None
+    ref: Any
+    values: Any
+    action: str | None = None
+    instance: models.Model | None = None
+    update_fields: tuple[str, ...] = ()
+    errors: dict[str, list[str]] | None = None
+
+    @property
+    def position(self) -> int:
+        """The row number for file rows, the index for API items: unique in a batch."""
+        return self.row if self.row is not None else self.index
+
+    @property
+    def label(self) -> str:
+        return label_of(self.position, is_file_row=self.row is not None)
+
+
+def label_of(position: int, *, is_file_row: bool) -> str:
+    return f"row {position}" if is_file_row else f"item {position}"
+
+
+def plain_errors(detail: Any) -> Any:
+    """DRF's ``ErrorDetail`` tree as plain strings, lists and dicts."""
+    if isinstance(detail, Mapping):
+        return {str(k): plain_errors(v) for k, v in detail.items()}
+    if isinstance(detail, list | tuple):
+        return [plain_errors(v) for v in detail]
+    return str(detail)
+
+
+def add_error(row: PreparedRow, field: str, message: str) -> None:
+    if row.errors is None:
+        row.errors = {}
+    row.errors.setdefault(field, []).append(message)
+
+
+def _in_batches(values: list, connection: Any) -> list[list]:
+    """Split an ``__in`` list only where the backend caps query parameters (SQLite)."""
+    cap = connection.features.max_query_params
+    if not cap or len(values) <= cap - 10:
+        return [values]
+    step = cap - 10
+    return [values[i : i + step] for i in range(0, len(values), step)]
+
+
+class RelationResolver:
+    """Resolves a ``SlugRelatedField`` / ``PrimaryKeyRelatedField`` from a per-chunk map.
+
+    ``prefetch`` runs one query for every value of the chunk; the field's
+    ``to_internal_value`` is replaced on this serializer instance so DRF's own
+    per-row flow asks the map instead of the database, with DRF's messages.
+    """
+
+    def __init__(self, field: SlugRelatedField | PrimaryKeyRelatedField) -> None:
+        self.field = field
+        if isinstance(field, SlugRelatedField):
+            self.lookup = field.slug_field
+        else:
+            self.lookup = "pk"
+        self.map: dict[Any, Any] = {}
+        field.to_internal_value = self.to_internal_value  # type: ignore[method-assign]
+
+    @property
+    def field_name(self) -> str:
+        return self.field.field_name
+
+    def _model_field(self, model: type[models.Model]) -> models.Field:
+        if self.lookup == "pk":
+            return model._meta.pk  # type: ignore[return-value]
+        return model._meta.get_field(self.lookup)  # type: ignore[return-value]
+
+    def _key(self, value: Any) -> Any:
+        if isinstance(value, dict | list | bool):
+            raise TypeError(value)
+        if isinstance(self.field, PrimaryKeyRelatedField) and self.field.pk_field is not None:
+            value = self.field.pk_field.to_internal_value(value)
+        return self.model_field.to_python(value)
+
+    def prefetch(self, rows: Sequence[PreparedRow]) -> None:
+        queryset = self.field.get_queryset()
+        self.model_field = self._model_field(queryset.model)
+        keys = set()
+        for row in rows:
+            value = row.values.get(self.field_name) if row.errors is None else None
+            if value is None or value == "":
+                continue
+            try:
+                keys.add(self._key(value))
+            except (TypeError, ValueError, DjangoValidationError, ValidationError):
+                continue
+        self.map = {}
+        if not keys:
+            return
+        connection = connections[queryset.db]
+        attr = self.model_field.attname if self.lookup != "pk" else "pk"
+        for part in _in_batches(list(keys), connection):
+            for obj in queryset.filter(**{f"{self.lookup}__in": part}):
+                key = getattr(obj, attr)
+                self.map[key] = _AMBIGUOUS if key in self.map else obj
+
+    def to_internal_value(self, data: Any) -> Any:
+        field = self.field
+        try:
+            key = self._key(data)
+        except (TypeError, ValueError, DjangoValidationError, ValidationError):
+            if isinstance(field, SlugRelatedField):
+                field.fail("invalid")
+            field.fail("incorrect_type", data_type=type(data).__name__)
+        obj = self.map.get(key, _MISSING)
+        if obj is _MISSING:
+            if isinstance(field, SlugRelatedField):
+                field.fail("does_not_exist", slug_name=field.slug_field, value=str(data))
+            field.fail("does_not_exist", pk_value=data)
+        if obj is _AMBIGUOUS:
+            field.fail("invalid")
+        return obj
+
+
+@dataclass
+class UniqueCheck:
+    """One unique constraint, checked once per chunk instead of once per row."""
+
+    sources: tuple[str, ...]  # model field names
+    field_names: tuple[str, ...]  # serializer field names, for error keys
+    queryset: Any
+    message: str
+    lookup: str = "exact"
+
+    @property
+    def error_key(self) -> str:
+        return self.field_names[0] if len(self.field_names) == 1 else NON_FIELD
+
+
+class ChunkValidator:
+    """Validates chunks of one batch with a single serializer instance.
+
+    It keeps batch-wide maps (unique keys, update targets) so duplicates across
+    chunks are found too; a row found to clash with a *later* row is recorded in
+    ``late_errors`` and picked up before anything is written.
+    """
+
+    def __init__(
+        self,
+        *,
+        serializer_class: type[serializers.BaseSerializer],
+        mode: str,
+        natural_key: Sequence[str] = (),
+        context: dict[str, Any] | None = None,
+        queryset: Any = None,
+    ) -> None:
+        self.mode = mode
+        self.natural_key = tuple(natural_key)
+        self.serializer = serializer_class(context=context or {}, partial=mode == "update")
+        meta = getattr(serializer_class, "Meta", None)
+        self.model: type[models.Model] = getattr(meta, "model", None)  # type: ignore[assignment]
+        if self.model is None:
+            raise ImproperlyConfigured(
+                f"{serializer_class.__name__} has no Meta.model; bulkops needs a ModelSerializer."
+            )
+        self.queryset = queryset if queryset is not None else self.model._default_manager.all()
+        self.db = router.db_for_write(self.model)
+        # Batch-wide maps hold one int (the row's position) per key, so a million-row
+        # batch costs tens of megabytes here, not the rows themselves.
+        self.late_errors: dict[int, dict[str, list[str]]] = {}
+        self._seen: dict[int, dict[Any, int]] = {}
+        self._targets: dict[Any, int] = {}
+        self.relations: list[RelationResolver] = []
+        self.unique_checks: list[UniqueCheck] = []
+        if mode != DELETE:
+            self._prepare_fields()
+        for name in self.natural_key:
+            field = self.model._meta.get_field(name)
+            if field.is_relation:
+                raise ImproperlyConfigured(
+                    f"natural_key field {name!r} of {self.model.__name__} is a relation; "
+                    "name the object by its own unique fields."
+                )
+        self.select_related = [
+            f.name
+            for f in self.model._meta.concrete_fields
+            if f.many_to_one or f.one_to_one
+        ]
+
+    # -- setting up the serializer -------------------------------------------------
+
+    def _prepare_fields(self) -> None:
+        serializer = self.serializer
+        name = type(serializer).__name__
+        for field in serializer.fields.values():
+            if field.read_only:
+                continue
+            if isinstance(field, ManyRelatedField | serializers.BaseSerializer):
+                raise ImproperlyConfigured(
+                    f"{name}.{field.field_name} is a writable many-to-many or nested field; "
+                    "bulkops writes with bulk_create/bulk_update, which cannot save it. "
+                    "Make it read_only=True on the serializer used for bulk operations."
+                )
+            if isinstance(field, SlugRelatedField | PrimaryKeyRelatedField):
+                if isinstance(field, SlugRelatedField) and "__" in field.slug_field:
+                    continue  # a lookup path: leave DRF's own per-row query
+                self.relations.append(RelationResolver(field))
+            kept = []
+            for validator in field.validators:
+                if isinstance(validator, UniqueValidator):
+                    self.unique_checks.append(
+                        UniqueCheck(
+                            sources=(field.source,),
+                            field_names=(field.field_name,),
+                            queryset=validator.queryset,
+                            message=str(validator.message),
+                            lookup=validator.lookup,
+                        )
+                    )
+                else:
+                    kept.append(validator)
+            field.validators = kept
+        kept = []
+        for validator in serializer.validators:
+            if isinstance(validator, UniqueTogetherValidator) and not getattr(
+                validator, "condition", None
+            ):
+                names = tuple(validator.fields)
+                self.unique_checks.append(
+                    UniqueCheck(
+                        sources=tuple(serializer.fields[n].source for n in names),
+                        field_names=names,
+                        queryset=validator.queryset,
+                        message=str(validator.message).format(field_names=", ".join(names)),
+                    )
+                )
+            else:
+                kept.append(validator)
+        serializer.validators = kept
+
+    # -- the chunk -----------------------------------------------------------------
+
+    def validate_chunk(self, rows: list[PreparedRow]) -> list[PreparedRow]:
+        """Fill in ``action``/``instance``/``errors`` of every row; a constant number of queries."""
+        for row in rows:
+            if row.errors is None and not isinstance(row.values, Mapping):
+                kind = type(row.values).__name__
+                add_error(row, NON_FIELD, f"Invalid data. Expected a dictionary, but got {kind}.")
+        if self.mode != CREATE:
+            self._find_targets(rows)
+        if self.mode == DELETE:
+            return rows
+        for resolver in self.relations:
+            resolver.prefetch(rows)
+        serializer = self.serializer
+        model = self.model
+        for row in rows:
+            if row.errors is not None:
+                continue
+            serializer.instance = row.instance
+            serializer.initial_data = row.values
+            try:
+                validated = serializer.run_validation(row.values)
+            except ValidationError as exc:
+                row.errors = plain_errors(exc.detail)
+                if not isinstance(row.errors, dict):
+                    row.errors = {NON_FIELD: row.errors}
+                continue
+            if row.instance is None:
+                row.action = CREATE
+                row.instance = model(**validated)
+            else:
+                row.action = UPDATE
+                for attr, value in validated.items():
+                    setattr(row.instance, attr, value)
+                row.update_fields = tuple(validated)
+        serializer.instance = None
+        for check in self.unique_checks:
+            self._check_unique(check, rows)
+        return rows
+
+    def _find_targets(self, rows: list[PreparedRow]) -> None:
+        """Fetch the objects named by ``id`` or the natural key: two queries at most."""
+        meta = self.model._meta
+        by_pk: dict[Any, list[PreparedRow]] = {}
+        by_key: dict[tuple, list[PreparedRow]] = {}
+        nk = self.natural_key
+        nk_fields = [meta.get_field(n) for n in nk]
+        for row in rows:
+            if row.errors is not None:
+                continue
+            values = row.values
+            raw_id = values.get("id")
+            try:
+                if self.mode != "upsert" and raw_id not in (None, ""):
+                    by_pk.setdefault(meta.pk.to_python(raw_id), []).append(row)  # type: ignore[union-attr]
+                elif nk and all(values.get(n) not in (None, "") for n in nk):
+                    key = tuple(f.to_python(values[n]) for f, n in zip(nk_fields, nk, strict=True))
+                    by_key.setdefault(key, []).append(row)
+                elif self.mode == "upsert":
+                    if not nk:
+                        raise ImproperlyConfigured(
+                            f"Upsert needs a natural key for {self.model.__name__}: set "
+                            "natural_key = ('field',) on the serializer's Meta."
+                        )
+                    for n in nk:
+                        if values.get(n) in (None, ""):
+                            add_error(row, n, "This field is required.")
+                else:
+                    named = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
+                    add_error(row, NON_FIELD, f"Each item must name its object by {named}.")
+            except (DjangoValidationError, TypeError, ValueError):
+                field = "id" if raw_id not in (None, "") and self.mode != "upsert" else nk[0]
+                add_error(row, field, "Incorrect type for an identifier.")
+        queryset = self.queryset.select_related(*self.select_related)
+        connection = connections[self.db]
+        if by_pk:
+            found = {}
+            for part in _in_batches(list(by_pk), connection):
+                found.update((obj.pk, obj) for obj in queryset.filter(pk__in=part))
+            for pk, named in by_pk.items():
+                self._attach(named, found.get(pk), "id", f"No {meta.verbose_name} with id={pk}.")
+        if by_key:
+            first = nk[0]
+            found = {}
+            values = list({k[0] for k in by_key})
+            for part in _in_batches(values, connection):
+                for obj in queryset.filter(**{f"{first}__in": part}):
+                    found[tuple(getattr(obj, f.attname) for f in nk_fields)] = obj
+            for key, named in by_key.items():
+                shown = ", ".join(f"{n}={v}" for n, v in zip(nk, key, strict=True))
+                self._attach(named, found.get(key), nk[0], f"No {meta.verbose_name} with {shown}.")
+
+    def _attach(self, rows: list[PreparedRow], obj: Any, field: str, missing: str) -> None:
+        for row in rows:
+            if obj is None:
+                if self.mode == "upsert":
+                    continue
+                add_error(row, field, missing)
+                continue
+            first = self._targets.setdefault(obj.pk, row.position)
+            if first != row.position:
+                self._duplicate(row, first, field, "The same object is named by {} of this batch.")
+                continue
+            row.instance = obj
+            if self.mode == DELETE:
+                row.action = DELETE
+
+    def _duplicate(self, row: PreparedRow, first: int, field: str, message: str) -> None:
+        """Both rows get the error, each naming the other; the earlier one maybe later."""
+        is_file_row = row.row is not None
+        add_error(row, field, message.format(label_of(first, is_file_row=is_file_row)))
+        self.late_errors.setdefault(first, {}).setdefault(field, []).append(
+            message.format(row.label)
+        )
+
+    def _key_of(self, check: UniqueCheck, row: PreparedRow) -> tuple | None:
+        key = []
+        for source in check.sources:
+            value = getattr(row.instance, source, None)
+            if value is None:
+                return None  # NULLs never clash
+            if isinstance(value, models.Model):
+                value = value.pk
+            elif check.lookup == "iexact" and isinstance(value, str):
+                value = value.casefold()
+            key.append(value)
+        return tuple(key)
+
+    def _check_unique(self, check: UniqueCheck, rows: list[PreparedRow]) -> None:
+        keyed: dict[tuple, PreparedRow] = {}
+        seen = self._seen.setdefault(id(check), {})
+        for row in rows:
+            if row.errors is not None or row.instance is None:
+                continue
+            key = self._key_of(check, row)
+            if key is None:
+                continue
+            first = seen.setdefault(key, row.position)
+            if first != row.position:
+                shown = ", ".join(check.field_names)
+                message = f"Duplicate {shown}: {{}} of this batch has the same value."
+                self._duplicate(row, first, check.error_key, message)
+                continue
+            keyed[key] = row
+        if not keyed:
+            return
+        clashes = self._existing(check, list(keyed))
+        for key, row in keyed.items():
+            owner = clashes.get(key)
+            if owner is not None and owner != row.instance.pk:  # type: ignore[union-attr]
+                add_error(row, check.error_key, check.message)
+
+    def _existing(self, check: UniqueCheck, keys: list[tuple]) -> dict[tuple, Any]:
+        """Which of ``keys`` the database holds already: key -> primary key."""
+        queryset = check.queryset
+        first = check.sources[0]
+        values = list({k[0] for k in keys})
+        wanted = set(keys)
+        found: dict[tuple, Any] = {}
+        attnames = [self.model._meta.get_field(s).attname for s in check.sources]
+        connection = connections[queryset.db]
+        for part in _in_batches(values, connection):
+            if check.lookup == "iexact":
+                from django.db.models.functions import Lower
+
+                matches = queryset.annotate(_bulkops_key=Lower(first)).filter(
+                    _bulkops_key__in=part
+                )
+            else:
+                matches = queryset.filter(**{f"{first}__in": part})
+            for pk, *values_ in matches.values_list("pk", *attnames):
+                if check.lookup == "iexact":
+                    values_ = [v.casefold() if isinstance(v, str) else v for v in values_]
+                key = tuple(values_)
+                if key in wanted:
+                    found[key] = pk
+        return found
+
+    def check_row_unique(self, row: PreparedRow) -> bool:
+        """After a write failed: does this row clash with the database? (one row, rare path)."""
+        for check in self.unique_checks:
+            key = self._key_of(check, row)
+            if key is None:
+                continue
+            owner = self._existing(check, [key]).get(key)
+            if owner is not None and owner != row.instance.pk:  # type: ignore[union-attr]
+                add_error(row, check.error_key, check.message)
+                return True
+        return False
+
