@@ -72,7 +72,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A writer waits for a lock instead of failing at once when the worker and
     # the web server write at the same time.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

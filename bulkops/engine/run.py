@@ -39,10 +39,18 @@ class ChunkStore:
     """Validated chunks, in order: in memory up to ``memory_rows`` rows, then on disk.
 
     A local temporary file lives only for one ``run_batch`` call in one process.
+    ``pack``/``unpack`` turn a chunk into something cheaper to pickle and back.
     """
 
-    def __init__(self, memory_rows: int = 20_000) -> None:
+    def __init__(
+        self,
+        memory_rows: int = 20_000,
+        pack: Callable[[list[Any]], Any] | None = None,
+        unpack: Callable[[Any], list[Any]] | None = None,
+    ) -> None:
         self.memory_rows = memory_rows
+        self.pack = pack or (lambda chunk: chunk)
+        self.unpack = unpack or (lambda packed: packed)
         self._held = 0
         self._memory: list[list[Any]] = []
         self._file: Any = None
@@ -55,7 +63,7 @@ class ChunkStore:
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="bulkops-")
-        pickle.dump(chunk, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(self.pack(chunk), self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self._spooled += 1
 
     def __iter__(self) -> Iterator[list[Any]]:
@@ -63,13 +71,54 @@ class ChunkStore:
         if self._file is not None:
             self._file.seek(0)
             for _ in range(self._spooled):
-                yield pickle.load(self._file)
+                yield self.unpack(pickle.load(self._file))
 
     def close(self) -> None:
         self._memory = []
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class CompactRows:
+    """Packs validated rows as plain tuples: a model instance is its field values.
+
+    Pickling a model instance costs several times more than pickling its values,
+    and a spooled million-row import pickles every row. Related objects cached on
+    an instance are not kept, so this is used only when no output data is needed.
+    """
+
+    def __init__(self, model: type[Any]) -> None:
+        self.model = model
+        self.attnames = [f.attname for f in model._meta.concrete_fields]
+
+    def pack(self, chunk: list[PreparedRow]) -> list[tuple]:
+        attnames = self.attnames
+        packed = []
+        for r in chunk:
+            obj = r.instance
+            state = None
+            if obj is not None:
+                get = obj.__dict__.get
+                state = (obj._state.adding, tuple(get(a) for a in attnames))
+            packed.append(
+                (r.index, r.row, r.ref, r.values, r.action, state, r.update_fields, r.errors,
+                 r.validated)
+            )
+        return packed
+
+    def unpack(self, packed: list[tuple]) -> list[PreparedRow]:
+        model = self.model
+        rows = []
+        for index, row, ref, values, action, state, update_fields, errors, validated in packed:
+            obj = None
+            if state is not None:
+                obj = model(*state[1])
+                obj._state.adding = state[0]
+            rows.append(
+                PreparedRow(index, row, ref, values, action, obj, update_fields, errors, validated)
+            )
+        return rows
 
 
 def _as_source_row(item: Any) -> SourceRow:
@@ -160,7 +209,10 @@ def run_batch(
         on_progress=on_progress,
         after_write=after_write,
     )
-    store = ChunkStore()
+    compact = None if with_data else CompactRows(validator.model)
+    store = ChunkStore(
+        pack=compact.pack if compact else None, unpack=compact.unpack if compact else None
+    )
     try:
         run.validate(rows, chunk_size, store)
         run.write(store)
@@ -284,8 +336,9 @@ class _Run:
     def _after_write(self, chunk: list[PreparedRow]) -> None:
         if self.after_write is None:
             return
+        model = self.validator.model
         for action in (CREATE, UPDATE, DELETE):
-            objs = [r.instance for r in chunk if r.action == action and r.errors is None]
+            objs = [r.get_instance(model) for r in chunk if r.action == action and r.errors is None]
             if objs:
                 self.after_write(action, objs)
 
@@ -295,8 +348,9 @@ class _Run:
         if self.with_data and not rolled_back:
             ok = [r for r in chunk if r.errors is None and r.action in (CREATE, UPDATE, DELETE)]
             if ok:
+                model = self.validator.model
                 rendered = self.serializer_class(
-                    [r.instance for r in ok], many=True, context=self.context
+                    [r.get_instance(model) for r in ok], many=True, context=self.context
                 ).data
                 data = {r.index: item for r, item in zip(ok, rendered, strict=True)}
         dry_run = self.result.dry_run
@@ -307,7 +361,7 @@ class _Run:
             elif rolled_back:
                 add(RowResult(row.index, ROLLED_BACK, row.row, row.ref))
             else:
-                pk = row.instance.pk if row.instance is not None else None
+                pk = row.instance.pk if row.instance is not None else row.pk
                 if dry_run and row.action == CREATE:
                     pk = None
                 add(RowResult(row.index, _STATUS[row.action], row.row, row.ref, pk, data.get(row.index)))

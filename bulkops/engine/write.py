@@ -11,12 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import groupby
-from django.db import DataError, IntegrityError, connections, transaction
+from functools import cached_property
+from typing import Any
+
+from django.db import DataError, IntegrityError, connections, models, transaction
 from django.db.models.deletion import ProtectedError, RestrictedError
 
 from .validate import CREATE, DELETE, NON_FIELD, UPDATE, ChunkValidator, PreparedRow, add_error
 
 REFUSALS = (IntegrityError, DataError, ProtectedError, RestrictedError)
+# Field types whose Python value psycopg adapts exactly as Django would store it.
+_DIRECT_FIELDS = (
+    models.CharField,
+    models.TextField,
+    models.IntegerField,
+    models.BooleanField,
+    models.DateField,
+    models.DecimalField,
+    models.FloatField,
+)
+# ...except these subclasses, which convert (timezones, JSON, UUIDs...).
+_PREP_FIELDS = (models.DateTimeField,)
+# Below this many rows a multi-row INSERT costs no more than COPY's extra round trip.
+COPY_MIN_ROWS = 50
 
 
 class ChunkWriter:
@@ -54,8 +71,8 @@ class ChunkWriter:
             for row in rows:
                 if row.action == CREATE:
                     # The statement was rolled back: keys it handed out are void.
-                    row.instance.pk = None  # type: ignore[union-attr]
-                    row.instance._state.adding = True  # type: ignore[union-attr]
+                    row.pk = None
+                    row.instance = None
             if len(rows) == 1:
                 self._explain(rows[0], exc)
                 return rows
@@ -77,7 +94,81 @@ class ChunkWriter:
     # -- statements ----------------------------------------------------------------
 
     def _create(self, rows: list[PreparedRow]) -> None:
-        self.manager.bulk_create([r.instance for r in rows])  # type: ignore[misc]
+        if self._copy_plan is not None and len(rows) >= COPY_MIN_ROWS:
+            self._copy_create(rows)
+            return
+        objs = [r.get_instance(self.model) for r in rows]
+        self.manager.bulk_create(objs)
+        for row, obj in zip(rows, objs, strict=True):
+            row.pk = obj.pk
+
+    @cached_property
+    def _copy_plan(self) -> tuple[str, str, list[tuple[Any, ...]]] | None:
+        """How to COPY new rows into the table on PostgreSQL, when the model allows it.
+
+        ``bulk_create`` sends a multi-row ``INSERT ... RETURNING``; ``COPY`` is about
+        three times faster here (DESIGN.md). The primary keys COPY cannot return
+        are taken from the table's sequence first, in one query. Values come
+        straight from the validated data; fields whose database value is not the
+        Python value itself go through ``get_db_prep_save`` as Django would.
+        """
+        if self.connection.vendor != "postgresql":
+            return None
+        meta = self.model._meta
+        pk = meta.pk
+        if not isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField):
+            return None
+        fields = [f for f in meta.concrete_fields if f is not pk]
+        if meta.parents or any(f.generated or f.has_db_default() for f in fields):
+            return None
+        plan = []
+        for f in fields:
+            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+                return None  # pre_save sets these: let bulk_create run it
+            if type(f).pre_save not in (models.Field.pre_save, models.DateField.pre_save):
+                return None  # file fields and other pre_save logic
+            target = f.target_field if f.is_relation else f
+            direct = isinstance(target, _DIRECT_FIELDS) and not isinstance(target, _PREP_FIELDS)
+            plan.append((f.name, f.attname, f.is_relation, f, direct))
+        qn = self.connection.ops.quote_name
+        columns = ", ".join(qn(f.column) for f in [pk, *fields])
+        copy_sql = f"COPY {qn(meta.db_table)} ({columns}) FROM STDIN"
+        ids_sql = "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)"
+        return copy_sql, ids_sql, plan
+
+    def _copy_create(self, rows: list[PreparedRow]) -> None:
+        copy_sql, ids_sql, plan = self._copy_plan  # type: ignore[misc]
+        connection = self.connection
+        meta = self.model._meta
+        with connection.cursor() as cursor:
+            cursor.execute(ids_sql, [meta.db_table, meta.pk.column, len(rows)])  # type: ignore[union-attr]
+            ids = [row[0] for row in cursor.fetchall()]
+            with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
+                write_row = copy.write_row
+                for row, pk in zip(rows, ids, strict=True):
+                    if row.instance is not None:
+                        data = {f[1]: getattr(row.instance, f[1]) for f in plan}
+                    else:
+                        data = row.validated
+                    out = [pk]
+                    for name, attname, is_relation, field, direct in plan:
+                        if name in data:
+                            value = data[name]
+                            if is_relation and value is not None:
+                                value = getattr(value, field.target_field.attname)
+                        elif attname in data:
+                            value = data[attname]
+                        else:
+                            value = field.get_default()
+                        if not direct and value is not None:
+                            value = field.get_db_prep_save(value, connection)
+                        out.append(value)
+                    write_row(out)
+        for row, pk in zip(rows, ids, strict=True):
+            row.pk = pk
+            if row.instance is not None:
+                row.instance.pk = pk
+                row.instance._state.adding = False
 
     def _updater(self, fields: tuple[str, ...]) -> Callable[[list[PreparedRow]], None]:
         def update(rows: list[PreparedRow]) -> None:
