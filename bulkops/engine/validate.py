@@ -28,6 +28,7 @@ from django.db import connections, models, router
 from django.db.models import BooleanField, F, Func, Value
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.fields import empty
 from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
 from rest_framework.validators import (
     ProhibitSurrogateCharactersValidator,
@@ -115,17 +116,26 @@ _SURROGATES = _SurrogateCheck()
 
 
 def _batch_serializer_class(serializer_class: type) -> type:
-    """The project's serializer class with its writable fields listed once, not per row.
+    """The project's serializer class with per-row bookkeeping done once per batch.
 
-    DRF's ``_writable_fields`` is a generator over every field, re-run for every
-    row; the subclass changes nothing else.
+    DRF's ``_writable_fields`` is a generator over every field and
+    ``_read_only_defaults`` a scan of every field, both re-run for every row;
+    the subclass lists the writable fields once and skips the scan when no
+    read-only field has a default. It changes nothing else.
     """
+
+    def _read_only_defaults(self: Any) -> dict:
+        if not self._bulkops_read_only_defaults:
+            return {}
+        return serializer_class._read_only_defaults(self)
+
     return type(
         serializer_class.__name__,
         (serializer_class,),
         {
             "__module__": serializer_class.__module__,
             "_writable_fields": property(lambda self: self._bulkops_writable),
+            "_read_only_defaults": _read_only_defaults,
         },
     )
 
@@ -309,6 +319,9 @@ class ChunkValidator:
         serializer = self.serializer
         name = type(serializer).__name__
         serializer._bulkops_writable = [f for f in serializer.fields.values() if not f.read_only]
+        serializer._bulkops_read_only_defaults = any(
+            f.read_only and f.default is not empty for f in serializer.fields.values()
+        )
         for field in serializer.fields.values():
             if field.read_only:
                 continue

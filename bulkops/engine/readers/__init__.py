@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
-from pathlib import Path
 from typing import IO, Any
 
 from rest_framework import serializers
@@ -86,18 +85,20 @@ def open_rows(
         serializer = serializer()
     fmt = resolve_format(filename or guess_filename(fileobj), format)
     on_close: list[Callable[[], Any]] = []
-    if isinstance(fileobj, str | Path):
-        fileobj = open_path(fileobj)
-        on_close.append(fileobj.close)
+    if isinstance(fileobj, str | os.PathLike):
+        stream = open_path(fileobj)
+        on_close.append(stream.close)
+    else:
+        stream = fileobj
     try:
-        check_upload_size(file_size(fileobj))
+        check_upload_size(file_size(stream))
         index = FieldIndex(serializer)
         key = resolve_natural_key(serializer, natural_key)
         if fmt in WORKBOOK_FORMATS:
-            return _open_workbook(fileobj, fmt, index, mode, key, sheet, on_close)
+            return _open_workbook(stream, fmt, index, mode, key, sheet, on_close)
         if fmt == "json":
-            return _open_json(fileobj, index, on_close)
-        return _open_text_table(fileobj, fmt, index, mode, key, on_close)
+            return _open_json(stream, index, on_close)
+        return _open_text_table(stream, fmt, index, mode, key, on_close)
     except BaseException:
         for close in reversed(on_close):
             close()
@@ -112,7 +113,9 @@ def _open_text_table(
     natural_key: tuple[str, ...],
     on_close: list[Callable[[], Any]],
 ) -> RowSource:
-    records, text = read_records(fileobj, delimiter=TEXT_DELIMITERS[fmt])
+    records, text = read_records(
+        fileobj, delimiter=TEXT_DELIMITERS[fmt], kind="TSV" if fmt == "tsv" else "CSV"
+    )
     on_close.append(text.close)
     _, header_map = read_header(records, index, mode=mode, natural_key=natural_key)
     return RowSource(

@@ -5,7 +5,7 @@ date-time, so ``15`` arrives as ``15.0`` and a date as midnight. Each column
 gets one converter, chosen once from its field's type, that undoes exactly
 that and nothing more: text stays text ("00123" keeps its zeros) and a value
 the field would reject is passed on for the field to reject with its own
-message.
+message. Converters never change text, so readers may skip them for ``str``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 from typing import IO, Any
 
 from bulkops.conf import bulkops_settings
@@ -91,7 +90,7 @@ def open_path(path: str | os.PathLike[str]) -> IO[bytes]:
 
 
 def guess_filename(fileobj: Any) -> str | None:
-    if isinstance(fileobj, str | Path):
+    if isinstance(fileobj, str | os.PathLike):
         return os.fspath(fileobj)
     name = getattr(fileobj, "name", None)
     return name if isinstance(name, str) else None

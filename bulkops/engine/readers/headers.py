@@ -44,12 +44,16 @@ def column_letters(index: int) -> str:
     return letters
 
 
-def quoted_list(names: Sequence[str]) -> str:
-    """'a', 'b' and 'c' — for messages that name columns."""
-    items = [f"'{name}'" for name in names]
+def and_list(items: Sequence[str]) -> str:
+    """a, b and c — for messages."""
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def quoted_list(names: Sequence[str]) -> str:
+    """'a', 'b' and 'c' — for messages that name columns."""
+    return and_list([f"'{name}'" for name in names])
 
 
 def found_list(headers: Sequence[str]) -> str:
@@ -77,10 +81,10 @@ class FieldIndex:
         for name, f in self.fields.items():
             if f.label:
                 self._by_key.setdefault(normalise_header(str(f.label)), name)
-        # ``id`` is read-only on a ModelSerializer, yet it is how update and
-        # delete rows may name their object.
-        if ID_FIELD in all_fields:
-            self.fields.setdefault(ID_FIELD, all_fields[ID_FIELD])
+        # ``id`` is read-only on a ModelSerializer (or absent from it), yet it
+        # is how update and delete rows may name their object.
+        if ID_FIELD not in self.fields:
+            self.fields[ID_FIELD] = all_fields.get(ID_FIELD) or serializers.IntegerField()
         self._by_key.setdefault(ID_FIELD, ID_FIELD)
 
     def match(self, header: str) -> str | None:
@@ -167,11 +171,11 @@ def _duplicates_message(
     for positions in duplicates:
         spellings = {headers[p].strip() for p in positions}
         if len(spellings) == 1:
-            where = " and ".join(column_label(p) for p in positions)
+            where = and_list([column_label(p) for p in positions])
             phrases.append(f"'{spellings.pop()}' is in columns {where}")
             continue
         spelled = [f"'{headers[p].strip()}' (column {column_label(p)})" for p in positions]
-        joined = ", ".join(spelled[:-1]) + " and " + spelled[-1]
+        joined = and_list(spelled)
         name = index.match(headers[positions[0]])
         target = f"the field '{name}'" if name else "the same column"
         phrases.append(f"{joined} {'both' if len(positions) == 2 else 'all'} name {target}")
@@ -240,15 +244,3 @@ def check_required_columns(
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise InvalidOptions(f"Mode {mode!r} is unknown; use one of {', '.join(MODES)}.")
-
-
-__all__ = [
-    "FieldIndex",
-    "HeaderMap",
-    "MODES",
-    "check_mode",
-    "check_required_columns",
-    "map_headers",
-    "normalise_header",
-    "resolve_natural_key",
-]

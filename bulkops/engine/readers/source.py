@@ -154,13 +154,14 @@ def table_rows(
             if position > last:
                 continue
             value = cells[position]
-            # is_empty(), inlined: this loop runs once per cell of the file.
+            # is_empty() inlined, and text never converted (cells.py leaves it
+            # as typed): this loop runs once per cell of the file.
             if value.__class__ is str:
                 if not value or value.isspace():
                     continue
-            elif value is None:
-                continue
-            values[name] = convert_cell(value) if convert_cell else value
+                values[name] = value
+            elif value is not None:
+                values[name] = convert_cell(value) if convert_cell else value
         errors = None
         if last >= width:
             errors = {

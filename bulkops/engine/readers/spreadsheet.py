@@ -9,6 +9,9 @@ to refuse any ``<!DOCTYPE``/``<!ENTITY`` declaration (entity expansion;
 spreadsheet programs never write one). Only then does calamine decode the
 sheet, whose size is checked against ``MAX_ROWS``/``MAX_COLUMNS`` before any
 row becomes Python objects.
+
+Formula cells give the value the workbook saved with them; error cells
+(``#DIV/0!``) come out of calamine empty, so they count as "no value".
 """
 
 from __future__ import annotations
@@ -90,7 +93,15 @@ def check_zip(fileobj: IO[bytes], fmt: str) -> None:
             for member in members:
                 if member.filename.lower().endswith(XML_SUFFIXES):
                     _scan_xml_part(archive, member, label)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise not_readable(fmt, f"its zip archive is damaged ({exc})") from exc
     finally:
         fileobj.seek(0)
@@ -127,22 +138,24 @@ class Workbook:
         elif not magic.startswith(OLE2_MAGIC):
             raise not_readable(fmt, "it does not start like an Excel 97-2003 workbook")
         fileobj.seek(0)
-        self._book = _calamine(fmt, lambda: python_calamine.CalamineWorkbook.from_filelike(fileobj))
+        book = _calamine(fmt, lambda: python_calamine.CalamineWorkbook.from_filelike(fileobj))
+        self._book: python_calamine.CalamineWorkbook | None = book
         try:
-            self.sheet_name = self._pick_sheet(sheet)
-            self._sheet = _calamine(fmt, lambda: self._book.get_sheet_by_name(self.sheet_name))
+            self.sheet_name = name = self._pick_sheet(book, sheet)
+            self._sheet = _calamine(fmt, lambda: book.get_sheet_by_name(name))
             self._check_size()
         except BaseException:
             self.close()
             raise
 
-    def _pick_sheet(self, wanted: str | None) -> str:
-        names = list(self._book.sheet_names)
+    @staticmethod
+    def _pick_sheet(book: python_calamine.CalamineWorkbook, wanted: str | None) -> str:
+        names = list(book.sheet_names)
         if not names:
             raise UnreadableFile("The workbook has no sheets.", code="empty_file")
         if wanted is None:
             # The first worksheet; a chart sheet in front holds no rows.
-            for meta in self._book.sheets_metadata:
+            for meta in book.sheets_metadata:
                 if meta.typ == python_calamine.SheetTypeEnum.WorkSheet:
                     return meta.name
             return names[0]
@@ -159,7 +172,7 @@ class Workbook:
 
     def _check_size(self) -> None:
         sheet = self._sheet
-        if sheet.height == 0 or sheet.start is None:
+        if sheet.height == 0 or sheet.start is None or sheet.end is None:
             raise UnreadableFile(
                 f"The sheet '{self.sheet_name}' is empty; its first row must hold the "
                 "column names.",
@@ -184,16 +197,17 @@ class Workbook:
                 limit=max_rows,
                 received=sheet.height - 1,
             )
+        self._start, self._end = sheet.start, sheet.end
 
     @property
     def last_row(self) -> int:
         """The 1-based number of the sheet's last used row."""
-        return self._sheet.end[0] + 1
+        return self._end[0] + 1
 
     def column_label(self, index: int) -> str:
         """The letter of the ``index``-th cell of a record (records start at the
         sheet's first used column)."""
-        return column_letters(self._sheet.start[1] + index)
+        return column_letters(self._start[1] + index)
 
     def records(self) -> Iterator[Record]:
         # python-calamine's iter_rows() yields the blank rows above the used

@@ -89,9 +89,10 @@ def detect_encoding(fileobj: IO[bytes], *, kind: str = "CSV") -> str:
             "save it as UTF-8 and upload it again.",
             code="bad_encoding",
         )
+    label = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
     raise UnreadableFile(
-        f"The file starts with a {encoding.upper()} byte-order mark but is not valid "
-        f"{encoding.upper()} text at byte {error.start}; save it again as UTF-8 and upload it.",
+        f"The file is not valid {label} text (at byte {error.start}); "
+        "save it again as UTF-8 and upload it.",
         code="bad_encoding",
     )
 
@@ -181,7 +182,7 @@ def sniff_delimiter(first_line: str) -> str:
 
 
 def read_records(
-    fileobj: IO[bytes], *, delimiter: str | None
+    fileobj: IO[bytes], *, delimiter: str | None, kind: str = "CSV"
 ) -> tuple[Iterator[tuple[int, list[str]]], io.TextIOWrapper]:
     """``(row number, cells)`` for every record of a CSV/TSV file, blank ones
     included (as empty lists) so numbering matches a spreadsheet program's.
@@ -194,7 +195,7 @@ def read_records(
     # to our bound. The per-record bound below is what protects memory.
     if csv.field_size_limit() < limit:
         csv.field_size_limit(limit)
-    text = open_text(fileobj, detect_encoding(fileobj))
+    text = open_text(fileobj, detect_encoding(fileobj, kind=kind))
     lines = BoundedLines(text, limit)
     try:
         first = lines.peek()
@@ -214,7 +215,6 @@ def _records(lines: BoundedLines, delimiter: str, limit: int) -> Iterator[tuple[
     row = 0
     while True:
         row += 1
-        lines.used = 0
         try:
             cells = next(reader)
         except StopIteration:
@@ -231,6 +231,9 @@ def _records(lines: BoundedLines, delimiter: str, limit: int) -> Iterator[tuple[
                 code="malformed_csv",
             ) from None
         yield row, cells
+        # The next record starts its own count (the first one's began with
+        # the peeked line).
+        lines.used = 0
 
 
 def _too_long(row: int, limit: int) -> UnreadableFile:
