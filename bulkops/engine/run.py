@@ -26,10 +26,14 @@ from ..exceptions import InvalidOptions
 from ..results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, BatchResult, RowResult
 from .rows import SourceRow
 from .validate import CREATE, DELETE, UPDATE, ChunkValidator, PreparedRow
+from .parallel import ParallelValidation, workers_for
 from .write import ChunkWriter
 
 MODES = ("create", "update", "upsert", "delete")
 _STATUS = {CREATE: CREATED, UPDATE: UPDATED, DELETE: DELETED}
+
+# Batches longer than this go on in worker processes where that is allowed (parallel.py).
+PARALLEL_AFTER_ROWS = 5000
 
 ProgressCallback = Callable[[str, int], None]
 WriteHook = Callable[[str, list[Any]], None]
@@ -56,18 +60,22 @@ class ChunkStore:
         self._file: Any = None
         self._spooled = 0
 
-    def append(self, chunk: list[Any]) -> None:
-        if self._file is None and self._held + len(chunk) <= self.memory_rows:
-            self._memory.append(chunk)
-            self._held += len(chunk)
+    def append(self, chunk: list[Any], *, size: int | None = None, packed: bool = False) -> None:
+        """Keep a chunk; ``packed`` chunks (from ``pack``) are kept as they are."""
+        size = len(chunk) if size is None else size
+        if self._file is None and self._held + size <= self.memory_rows:
+            self._memory.append((packed, chunk))
+            self._held += size
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="bulkops-")
-        pickle.dump(self.pack(chunk), self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        data = chunk if packed else self.pack(chunk)
+        pickle.dump(data, self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self._spooled += 1
 
     def __iter__(self) -> Iterator[list[Any]]:
-        yield from self._memory
+        for packed, chunk in self._memory:
+            yield self.unpack(chunk) if packed else chunk
         if self._file is not None:
             self._file.seek(0)
             for _ in range(self._spooled):
@@ -251,13 +259,32 @@ class _Run:
     # -- pass 1 ----------------------------------------------------------------------
 
     def validate(self, rows: Iterable[Any], chunk_size: int, store: ChunkStore) -> None:
+        """Pass 1. The first chunks are validated here; a batch that goes on past
+        ``PARALLEL_AFTER_ROWS`` is handed to worker processes where that is safe."""
+        chunks = _chunks(rows, chunk_size)
         done = 0
-        for chunk in _chunks(rows, chunk_size):
+        workers = None
+        for chunk in chunks:
             self.validator.validate_chunk(chunk)
             self.invalid_rows += sum(1 for r in chunk if r.errors is not None)
             store.append(chunk)
             done += len(chunk)
             self._progress("validate", done)
+            if workers is None and done >= PARALLEL_AFTER_ROWS:
+                workers = workers_for(self.validator)
+                if workers:
+                    break
+        else:
+            return
+        with ParallelValidation(self.validator, workers, store.pack) as pool:
+            merge = self.validator.merge_batch_keys
+            for packed, invalid, keys in pool.map(chunks):
+                for position, is_file_row, batch_keys in keys:
+                    merge(position, is_file_row, batch_keys)
+                self.invalid_rows += invalid
+                store.append(packed, size=len(packed), packed=True)
+                done += len(packed)
+                self._progress("validate", done)
 
     def _late_errors(self, chunk: list[PreparedRow]) -> bool:
         """Apply errors found after the chunk was validated; does the chunk hold any error?"""
@@ -319,10 +346,12 @@ class _Run:
             with transaction.atomic(using=db):
                 done = 0
                 for chunk in store:
+                    # Every chunk is written even after a refusal, so the report names
+                    # every row the database refuses; the transaction rolls back anyway.
+                    refused = writer.write([r for r in chunk if r.errors is None])
+                    failed = failed or bool(refused)
                     if not failed:
-                        failed = bool(writer.write([r for r in chunk if r.errors is None]))
-                        if not failed:
-                            self._after_write(chunk)
+                        self._after_write(chunk)
                     written.append(chunk)
                     done += len(chunk)
                     self._progress("write", done)

@@ -406,8 +406,8 @@ class ChunkValidator:
                     setattr(row.instance, attr, value)
                 row.update_fields = tuple(validated)
         serializer.instance = None
-        for check in self.unique_checks:
-            self._check_unique(check, rows)
+        for number, check in enumerate(self.unique_checks):
+            self._check_unique(number, check, rows)
         return rows
 
     def _find_targets(self, rows: list[PreparedRow]) -> None:
@@ -452,10 +452,17 @@ class ChunkValidator:
             values = list({k[0] for k in by_key})
             for part in _in_batches(values, connection):
                 for obj in filter_in(queryset, first, part):
-                    found[tuple(getattr(obj, f.attname) for f in nk_fields)] = obj
+                    key = tuple(getattr(obj, f.attname) for f in nk_fields)
+                    found[key] = _AMBIGUOUS if key in found else obj
             for key, named in by_key.items():
                 shown = ", ".join(f"{n}={v}" for n, v in zip(nk, key, strict=True))
-                self._attach(named, found.get(key), nk[0], f"No {meta.verbose_name} with {shown}.")
+                obj = found.get(key)
+                if obj is _AMBIGUOUS:
+                    plural = meta.verbose_name_plural
+                    for row in named:
+                        add_error(row, nk[0], f"More than one of the {plural} has {shown}.")
+                    continue
+                self._attach(named, obj, nk[0], f"No {meta.verbose_name} with {shown}.")
 
     def _clean_key(self, model_field: Any, value: Any) -> Any:
         """A natural key value as the serializer would store it (DRF trims text)."""
@@ -491,6 +498,54 @@ class ChunkValidator:
             message.format(row.label)
         )
 
+    # -- batch-wide keys, for chunks validated elsewhere (see parallel.py) -----------
+
+    def batch_keys(self, row: PreparedRow) -> tuple[Any, tuple]:
+        """What the batch-wide duplicate checks need of a valid row: its target, its keys."""
+        target = None
+        if self.mode != CREATE and row.instance is not None and row.instance.pk is not None:
+            named_by_id = self.mode != "upsert" and row.values.get("id") not in (None, "")
+            target = (row.instance.pk, "id" if named_by_id else self.natural_key[0])
+        keys = tuple(self._key_of(check, row) for check in self.unique_checks)
+        return target, keys
+
+    def merge_batch_keys(self, position: int, is_file_row: bool, batch_keys: tuple) -> None:
+        """Record a valid row's keys; a clash with an earlier row fails both, before writing."""
+        target, keys = batch_keys
+        if target is not None:
+            pk, field = target
+            first, first_field = self._targets.setdefault(pk, (position, field))
+            if first != position:
+                message = "The same object is named by {} of this batch."
+                self._late_duplicate(position, is_file_row, first, field, first_field, message)
+        for number, key in enumerate(keys):
+            if key is None:
+                continue
+            first = self._seen.setdefault(number, {}).setdefault(key, position)
+            if first != position:
+                check = self.unique_checks[number]
+                shown = ", ".join(check.field_names)
+                message = f"Duplicate {shown}: {{}} of this batch has the same value."
+                field = check.error_key
+                self._late_duplicate(position, is_file_row, first, field, field, message)
+
+    def _late_duplicate(
+        self,
+        position: int,
+        is_file_row: bool,
+        first: int,
+        field: str,
+        first_field: str,
+        message: str,
+    ) -> None:
+        late = self.late_errors
+        late.setdefault(position, {}).setdefault(field, []).append(
+            message.format(label_of(first, is_file_row=is_file_row))
+        )
+        late.setdefault(first, {}).setdefault(first_field, []).append(
+            message.format(label_of(position, is_file_row=is_file_row))
+        )
+
     def _key_of(self, check: UniqueCheck, row: PreparedRow) -> tuple | None:
         key = []
         for source in check.sources:
@@ -504,9 +559,9 @@ class ChunkValidator:
             key.append(value)
         return tuple(key)
 
-    def _check_unique(self, check: UniqueCheck, rows: list[PreparedRow]) -> None:
+    def _check_unique(self, number: int, check: UniqueCheck, rows: list[PreparedRow]) -> None:
         keyed: dict[tuple, PreparedRow] = {}
-        seen = self._seen.setdefault(id(check), {})
+        seen = self._seen.setdefault(number, {})
         for row in rows:
             if row.errors is not None or row.action is None:
                 continue

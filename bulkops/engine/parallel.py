@@ -1,0 +1,102 @@
+"""Validating the chunks of a big batch in worker processes.
+
+DRF's per-row validation is pure Python and takes most of an import's time; on a
+machine with more than one core, forked workers validate chunks side by side
+while this process reads the file. Each worker validates whole chunks with the
+same (forked) ``ChunkValidator`` — set-based queries on its own database
+connection — and hands back the rows plus the keys of its valid rows; this
+process then finds the duplicates *across* chunks with its batch-wide maps.
+
+Used only where it is safe and pays: PostgreSQL (the workers need their own
+connections to the same data), outside any transaction (a worker could not see
+uncommitted rows), on a platform that can fork, and for batches of many chunks.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.db import connections
+
+from ..conf import bulkops_settings
+from .validate import ChunkValidator, PreparedRow
+
+# The forked workers find their validator here (inherited, never pickled).
+_worker_validator: ChunkValidator | None = None
+_worker_pack: Callable[[list[PreparedRow]], Any] | None = None
+
+
+def workers_for(validator: ChunkValidator) -> int:
+    """How many worker processes may validate this batch: 0 means in-process."""
+    wanted = bulkops_settings.VALIDATION_WORKERS
+    if wanted is None:
+        wanted = min(2, os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0
+    if wanted < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    connection = connections[validator.db]
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return 0
+    return wanted
+
+
+def _validate_in_worker(chunk: list[PreparedRow]) -> tuple[Any, int, list[tuple]]:
+    validator = _worker_validator
+    assert validator is not None and _worker_pack is not None
+    # Batch-wide maps belong to the parent; a worker only sees its own chunk.
+    validator.late_errors = {}
+    validator._seen = {}
+    validator._targets = {}
+    validator.validate_chunk(chunk)
+    for row in chunk:
+        extra = validator.late_errors.get(row.position)
+        if extra:
+            errors = row.errors or {}
+            for field, messages in extra.items():
+                errors.setdefault(field, []).extend(messages)
+            row.errors = errors
+            row.action = None
+    keys = [
+        (row.position, row.row is not None, validator.batch_keys(row))
+        for row in chunk
+        if row.errors is None
+    ]
+    invalid = sum(1 for row in chunk if row.errors is not None)
+    return _worker_pack(chunk), invalid, keys
+
+
+class ParallelValidation:
+    """A pool of forked validators; ``map`` yields ``(packed chunk, keys)`` in order."""
+
+    def __init__(
+        self, validator: ChunkValidator, workers: int, pack: Callable[[list[PreparedRow]], Any]
+    ) -> None:
+        global _worker_validator, _worker_pack
+        # The children must not share this process's database sockets.
+        connections.close_all()
+        _worker_validator, _worker_pack = validator, pack
+        context = multiprocessing.get_context("fork")
+        self.pool = context.Pool(processes=workers, initializer=_close_inherited_connections)
+        _worker_validator, _worker_pack = None, None
+
+    def map(self, chunks: Iterator[list[PreparedRow]]) -> Iterator[tuple[Any, int, list[tuple]]]:
+        return self.pool.imap(_validate_in_worker, chunks, chunksize=1)
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+    def __enter__(self) -> ParallelValidation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _close_inherited_connections() -> None:
+    # Closed in the parent before the fork; drop any handle all the same so the
+    # worker opens its own connection on first use.
+    for connection in connections.all(initialized_only=True):
+        connection.connection = None
