@@ -162,6 +162,8 @@ def import_with_import_export(path: Path, limit: int) -> dict:
 
 def child_main(args: argparse.Namespace) -> None:
     _setup_django(args.database_url)
+    import resource
+
     from project.catalog.models import Product
 
     _reset_tables()
@@ -172,7 +174,10 @@ def child_main(args: argparse.Namespace) -> None:
     else:
         outcome = import_with_import_export(path, args.ie_rows)
     seconds = time.perf_counter() - start
-    outcome.update(seconds=seconds, in_db=Product.objects.count())
+    # Validation workers are this process's children: their peak is reported apart.
+    workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    outcome.update(seconds=seconds, in_db=Product.objects.count(), workers_rss_mb=workers_kb / 1024)
+    outcome["self_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(outcome))
 
 
@@ -194,11 +199,11 @@ def run_child(tool: str, path: Path, args: argparse.Namespace) -> dict:
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     out = process.stdout.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(process.pid, 0)
+    _, status, _usage = os.wait4(process.pid, 0)
     if status != 0:
         raise SystemExit(f"{tool} import of {path.name} failed (exit status {status}).")
     outcome = json.loads(out.strip().splitlines()[-1])
-    outcome["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    outcome["peak_rss_mb"] = outcome.pop("self_rss_mb")
     return outcome
 
 
@@ -226,6 +231,8 @@ def report(tool: str, fmt: str, outcome: dict) -> float:
         f"{rate:>9,.0f} rows/s  peak RSS {outcome['peak_rss_mb']:6.0f} MB  "
         f"(written: {outcome['in_db']:,})"
     )
+    if outcome.get("workers_rss_mb"):
+        print(f"{'':<28} peak RSS of each validation worker process: {outcome['workers_rss_mb']:.0f} MB")
     if outcome["ok"] != outcome["rows"] or outcome["in_db"] != outcome["rows"]:
         print(f"  ! not every row was imported: {outcome}")
     return rate
