@@ -48,7 +48,7 @@ class ChunkStore:
 
     def __init__(
         self,
-        memory_rows: int = 20_000,
+        memory_rows: int = 10_000,
         pack: Callable[[list[Any]], Any] | None = None,
         unpack: Callable[[Any], list[Any]] | None = None,
     ) -> None:

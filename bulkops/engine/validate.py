@@ -521,7 +521,7 @@ class ChunkValidator:
         for number, key in enumerate(keys):
             if key is None:
                 continue
-            first = self._seen.setdefault(number, {}).setdefault(key, position)
+            first = self._seen.setdefault(number, {}).setdefault(_compact(key), position)
             if first != position:
                 check = self.unique_checks[number]
                 shown = ", ".join(check.field_names)
@@ -568,7 +568,7 @@ class ChunkValidator:
             key = self._key_of(check, row)
             if key is None:
                 continue
-            first = seen.setdefault(key, row.position)
+            first = seen.setdefault(_compact(key), row.position)
             if first != row.position:
                 shown = ", ".join(check.field_names)
                 message = f"Duplicate {shown}: {{}} of this batch has the same value."
@@ -625,3 +625,9 @@ class ChunkValidator:
 
 def _pk_of(row: PreparedRow) -> Any:
     return row.instance.pk if row.instance is not None else None
+
+
+def _compact(key: tuple) -> Any:
+    """A batch-wide map key: a one-field key as its bare value (a tuple costs 48 bytes
+    more per row, 48 MB in a million-row batch)."""
+    return key[0] if len(key) == 1 else key

@@ -171,11 +171,54 @@ class ChunkWriter:
                 row.instance._state.adding = False
 
     def _updater(self, fields: tuple[str, ...]) -> Callable[[list[PreparedRow]], None]:
+        plan = self._update_plan(fields)
+
         def update(rows: list[PreparedRow]) -> None:
-            if fields:
-                self.manager.bulk_update([r.instance for r in rows], fields)  # type: ignore[misc]
+            if not fields:
+                return
+            objs = [r.instance for r in rows]
+            if plan is not None and len(objs) >= COPY_MIN_ROWS:
+                self._update_from_arrays(plan, objs)  # type: ignore[arg-type]
+            else:
+                self.manager.bulk_update(objs, fields)  # type: ignore[misc]
 
         return update
+
+    def _update_plan(self, names: tuple[str, ...]) -> tuple[str, list[Any]] | None:
+        """``UPDATE ... FROM unnest(<one array per column>)`` on PostgreSQL.
+
+        ``bulk_update`` builds a ``CASE WHEN pk = ... THEN ...`` per field per row,
+        which PostgreSQL plans slowly for big chunks (about a thousand rows a
+        second here); one array parameter per column costs no parsing at all.
+        """
+        if self.connection.vendor != "postgresql" or not names:
+            return None
+        meta = self.model._meta
+        fields = [meta.get_field(name) for name in names]
+        if any(not f.concrete or f.primary_key or getattr(f, "auto_now", False) for f in fields):
+            return None
+        qn = self.connection.ops.quote_name
+        pk = meta.pk
+        columns = [pk, *fields]
+        arrays = ", ".join(f"%s::{c.db_type(self.connection)}[]" for c in columns)
+        names_sql = ", ".join(qn(c.column) for c in columns)
+        sets = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)
+        table = qn(meta.db_table)
+        sql = (
+            f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({names_sql}) "
+            f"WHERE {table}.{qn(pk.column)} = v.{qn(pk.column)}"  # type: ignore[union-attr]
+        )
+        return sql, columns
+
+    def _update_from_arrays(self, plan: tuple[str, list[Any]], objs: list[Any]) -> None:
+        sql, columns = plan
+        connection = self.connection
+        params = [
+            [column.get_db_prep_save(getattr(obj, column.attname), connection) for obj in objs]
+            for column in columns
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
     def _delete(self, rows: list[PreparedRow]) -> None:
         self.manager.filter(pk__in=[r.instance.pk for r in rows]).delete()  # type: ignore[union-attr]
