@@ -231,7 +231,7 @@ def report(tool: str, fmt: str, outcome: dict) -> float:
         f"{rate:>9,.0f} rows/s  peak RSS {outcome['peak_rss_mb']:6.0f} MB  "
         f"(written: {outcome['in_db']:,})"
     )
-    if outcome.get("workers_rss_mb"):
+    if tool == "bulkops" and outcome.get("workers_rss_mb"):
         print(f"{'':<28} peak RSS of each validation worker process: {outcome['workers_rss_mb']:.0f} MB")
     if outcome["ok"] != outcome["rows"] or outcome["in_db"] != outcome["rows"]:
         print(f"  ! not every row was imported: {outcome}")

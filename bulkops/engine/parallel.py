@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,7 +43,7 @@ def workers_for(validator: ChunkValidator) -> int:
     return wanted
 
 
-def _validate_in_worker(chunk: list[PreparedRow]) -> tuple[Any, int, list[tuple]]:
+def _validate_in_worker(chunk: list[PreparedRow]) -> tuple[bytes, int, int, list[tuple]]:
     validator = _worker_validator
     assert validator is not None and _worker_pack is not None
     # Batch-wide maps belong to the parent; a worker only sees its own chunk.
@@ -64,11 +65,14 @@ def _validate_in_worker(chunk: list[PreparedRow]) -> tuple[Any, int, list[tuple]
         if row.errors is None
     ]
     invalid = sum(1 for row in chunk if row.errors is not None)
-    return _worker_pack(chunk), invalid, keys
+    # Pickled here, once: the parent spools the bytes as they are.
+    pickled = pickle.dumps(_worker_pack(chunk), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickled, len(chunk), invalid, keys
 
 
 class ParallelValidation:
-    """A pool of forked validators; ``map`` yields ``(packed chunk, keys)`` in order."""
+    """A pool of forked validators; ``map`` yields, in order, each chunk pickled and
+    packed, its size, its number of invalid rows and the batch keys of its valid rows."""
 
     def __init__(
         self, validator: ChunkValidator, workers: int, pack: Callable[[list[PreparedRow]], Any]
@@ -81,7 +85,9 @@ class ParallelValidation:
         self.pool = context.Pool(processes=workers, initializer=_close_inherited_connections)
         _worker_validator, _worker_pack = None, None
 
-    def map(self, chunks: Iterator[list[PreparedRow]]) -> Iterator[tuple[Any, int, list[tuple]]]:
+    def map(
+        self, chunks: Iterator[list[PreparedRow]]
+    ) -> Iterator[tuple[bytes, int, int, list[tuple]]]:
         return self.pool.imap(_validate_in_worker, chunks, chunksize=1)
 
     def close(self) -> None:

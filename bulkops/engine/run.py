@@ -60,26 +60,32 @@ class ChunkStore:
         self._file: Any = None
         self._spooled = 0
 
-    def append(self, chunk: list[Any], *, size: int | None = None, packed: bool = False) -> None:
-        """Keep a chunk; ``packed`` chunks (from ``pack``) are kept as they are."""
-        size = len(chunk) if size is None else size
-        if self._file is None and self._held + size <= self.memory_rows:
-            self._memory.append((packed, chunk))
-            self._held += size
+    def append(self, chunk: list[Any]) -> None:
+        if self._file is None and self._held + len(chunk) <= self.memory_rows:
+            self._memory.append(chunk)
+            self._held += len(chunk)
             return
+        self._spool(pickle.dumps(self.pack(chunk), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def append_pickled(self, data: bytes) -> None:
+        """Keep a chunk that another process already packed and pickled."""
+        self._spool(data)
+
+    def _spool(self, data: bytes) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="bulkops-")
-        data = chunk if packed else self.pack(chunk)
-        pickle.dump(data, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._file.write(len(data).to_bytes(8, "little"))
+        self._file.write(data)
         self._spooled += 1
 
     def __iter__(self) -> Iterator[list[Any]]:
-        for packed, chunk in self._memory:
-            yield self.unpack(chunk) if packed else chunk
+        yield from self._memory
         if self._file is not None:
             self._file.seek(0)
+            read = self._file.read
             for _ in range(self._spooled):
-                yield self.unpack(pickle.load(self._file))
+                size = int.from_bytes(read(8), "little")
+                yield self.unpack(pickle.loads(read(size)))
 
     def close(self) -> None:
         self._memory = []
@@ -278,12 +284,12 @@ class _Run:
             return
         with ParallelValidation(self.validator, workers, store.pack) as pool:
             merge = self.validator.merge_batch_keys
-            for packed, invalid, keys in pool.map(chunks):
+            for pickled, size, invalid, keys in pool.map(chunks):
                 for position, is_file_row, batch_keys in keys:
                     merge(position, is_file_row, batch_keys)
                 self.invalid_rows += invalid
-                store.append(packed, size=len(packed), packed=True)
-                done += len(packed)
+                store.append_pickled(pickled)
+                done += size
                 self._progress("validate", done)
 
     def _late_errors(self, chunk: list[PreparedRow]) -> bool:
