@@ -215,7 +215,9 @@ def ensure_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     admin = url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
         if not exists:
             connection.execute(f'CREATE DATABASE "{name}"')
     env = {**os.environ, "DATABASE_URL": url}
@@ -232,7 +234,10 @@ def report(tool: str, fmt: str, outcome: dict) -> float:
         f"(written: {outcome['in_db']:,})"
     )
     if tool == "bulkops" and outcome.get("workers_rss_mb"):
-        print(f"{'':<28} peak RSS of each validation worker process: {outcome['workers_rss_mb']:.0f} MB")
+        print(
+            f"{'':<28} peak RSS of each validation worker process: "
+            f"{outcome['workers_rss_mb']:.0f} MB"
+        )
     if outcome["ok"] != outcome["rows"] or outcome["in_db"] != outcome["rows"]:
         print(f"  ! not every row was imported: {outcome}")
     return rate
@@ -265,7 +270,10 @@ def main() -> None:
             started = time.perf_counter()
             (write_csv if fmt == "csv" else write_xlsx)(path, args.rows)
             size = path.stat().st_size / 1024 / 1024
-            print(f"\n{fmt}: {path.name} {size:.1f} MB, generated in {time.perf_counter() - started:.1f} s")
+            print(
+                f"\n{fmt}: {path.name} {size:.1f} MB, "
+                f"generated in {time.perf_counter() - started:.1f} s"
+            )
             ours = report("bulkops", fmt, run_child("bulkops", path, args))
             if args.skip_import_export:
                 continue

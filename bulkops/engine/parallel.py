@@ -46,23 +46,15 @@ def workers_for(validator: ChunkValidator) -> int:
 def _validate_in_worker(chunk: list[PreparedRow]) -> tuple[bytes, int, int, list[tuple]]:
     validator = _worker_validator
     assert validator is not None and _worker_pack is not None
-    # Batch-wide maps belong to the parent; a worker only sees its own chunk.
-    validator.late_errors = {}
-    validator._seen = {}
+    # Duplicates inside the batch are the parent's to find, from the keys of every
+    # row that got as far as having them, in row order: as in-process validation does.
+    validator.batch_wide = False
     validator._targets = {}
     validator.validate_chunk(chunk)
-    for row in chunk:
-        extra = validator.late_errors.get(row.position)
-        if extra:
-            errors = row.errors or {}
-            for field, messages in extra.items():
-                errors.setdefault(field, []).extend(messages)
-            row.errors = errors
-            row.action = None
     keys = [
         (row.position, row.row is not None, validator.batch_keys(row))
         for row in chunk
-        if row.errors is None
+        if row.action is not None
     ]
     invalid = sum(1 for row in chunk if row.errors is not None)
     # Pickled here, once: the parent spools the bytes as they are.

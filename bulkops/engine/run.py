@@ -24,9 +24,9 @@ from rest_framework import serializers
 from ..conf import ATOMIC_CHOICES, bulkops_settings
 from ..exceptions import InvalidOptions
 from ..results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, BatchResult, RowResult
+from .parallel import ParallelValidation, workers_for
 from .rows import SourceRow
 from .validate import CREATE, DELETE, UPDATE, ChunkValidator, PreparedRow
-from .parallel import ParallelValidation, workers_for
 from .write import ChunkWriter
 
 MODES = ("create", "update", "upsert", "delete")
@@ -73,7 +73,8 @@ class ChunkStore:
 
     def _spool(self, data: bytes) -> None:
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="bulkops-")
+            # Closed in close(); it lives across many appends and one read.
+            self._file = tempfile.TemporaryFile(prefix="bulkops-")  # noqa: SIM115
         self._file.write(len(data).to_bytes(8, "little"))
         self._file.write(data)
         self._spooled += 1
@@ -116,8 +117,17 @@ class CompactRows:
                 get = obj.__dict__.get
                 state = (obj._state.adding, tuple(get(a) for a in attnames))
             packed.append(
-                (r.index, r.row, r.ref, r.values, r.action, state, r.update_fields, r.errors,
-                 r.validated)
+                (
+                    r.index,
+                    r.row,
+                    r.ref,
+                    r.values,
+                    r.action,
+                    state,
+                    r.update_fields,
+                    r.errors,
+                    r.validated,
+                )
             )
         return packed
 
@@ -165,8 +175,14 @@ def check_options(*, mode: str, atomic: str | None, chunk_size: int | None) -> t
     limit = bulkops_settings.MAX_CHUNK_SIZE
     if chunk_size is None:
         chunk_size = min(bulkops_settings.CHUNK_SIZE, limit)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= limit:
-        raise InvalidOptions(f"chunk_size must be a whole number from 1 to {limit}; got {chunk_size!r}.")
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int)
+        or not 1 <= chunk_size <= limit
+    ):
+        raise InvalidOptions(
+            f"chunk_size must be a whole number from 1 to {limit}; got {chunk_size!r}."
+        )
     return atomic, chunk_size
 
 
@@ -392,11 +408,19 @@ class _Run:
         add = self.result.add
         for row in chunk:
             if row.errors is not None:
-                add(RowResult(row.index, ERROR, row.row, row.ref, errors=row.errors, values=row.values))
+                add(
+                    RowResult(
+                        row.index, ERROR, row.row, row.ref, errors=row.errors, values=row.values
+                    )
+                )
             elif rolled_back:
                 add(RowResult(row.index, ROLLED_BACK, row.row, row.ref))
             else:
                 pk = row.instance.pk if row.instance is not None else row.pk
                 if dry_run and row.action == CREATE:
                     pk = None
-                add(RowResult(row.index, _STATUS[row.action], row.row, row.ref, pk, data.get(row.index)))
+                add(
+                    RowResult(
+                        row.index, _STATUS[row.action], row.row, row.ref, pk, data.get(row.index)
+                    )
+                )

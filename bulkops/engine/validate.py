@@ -17,6 +17,7 @@ own, per row, so a project's serializer rules keep working untouched.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -291,6 +292,9 @@ class ChunkValidator:
         self.late_errors: dict[int, dict[str, list[str]]] = {}
         self._seen: dict[int, dict[Any, int]] = {}
         self._targets: dict[Any, tuple[int, str]] = {}
+        # False in a worker process (parallel.py): duplicates inside the batch are
+        # then found by the parent from ``batch_keys``, in row order.
+        self.batch_wide = True
         self.relations: list[RelationResolver] = []
         self.unique_checks: list[UniqueCheck] = []
         if mode != DELETE:
@@ -308,9 +312,7 @@ class ChunkValidator:
                     "name the object by its own unique fields."
                 )
         self.select_related = [
-            f.name
-            for f in self.model._meta.concrete_fields
-            if f.many_to_one or f.one_to_one
+            f.name for f in self.model._meta.concrete_fields if f.many_to_one or f.one_to_one
         ]
 
     # -- setting up the serializer -------------------------------------------------
@@ -480,6 +482,12 @@ class ChunkValidator:
                 continue
             first, first_field = self._targets.setdefault(obj.pk, (row.position, field))
             if first != row.position:
+                if not self.batch_wide:
+                    # The parent process reports it; this row needs its own instance.
+                    row.instance = copy.copy(obj)
+                    if self.mode == DELETE:
+                        row.action = DELETE
+                    continue
                 message = "The same object is named by {} of this batch."
                 self._duplicate(row, first, field, message, first_field=first_field)
                 continue
@@ -568,6 +576,9 @@ class ChunkValidator:
             key = self._key_of(check, row)
             if key is None:
                 continue
+            if not self.batch_wide:
+                keyed.setdefault(key, row)
+                continue
             first = seen.setdefault(_compact(key), row.position)
             if first != row.position:
                 shown = ", ".join(check.field_names)
@@ -596,9 +607,7 @@ class ChunkValidator:
             if check.lookup == "iexact":
                 from django.db.models.functions import Lower
 
-                matches = queryset.annotate(_bulkops_key=Lower(first)).filter(
-                    _bulkops_key__in=part
-                )
+                matches = queryset.annotate(_bulkops_key=Lower(first)).filter(_bulkops_key__in=part)
             else:
                 matches = filter_in(queryset, first, part)
             for pk, *values_ in matches.values_list("pk", *attnames):
@@ -620,7 +629,6 @@ class ChunkValidator:
                 add_error(row, check.error_key, check.message)
                 return True
         return False
-
 
 
 def _pk_of(row: PreparedRow) -> Any:

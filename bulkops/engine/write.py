@@ -10,8 +10,8 @@ written, and each refused row gets an error on its own result.
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import groupby
 from functools import cached_property
+from itertools import groupby
 from typing import Any
 
 from django.db import DataError, IntegrityError, connections, models, transaction
@@ -81,13 +81,18 @@ class ChunkWriter:
 
     def _explain(self, row: PreparedRow, exc: Exception) -> None:
         if isinstance(exc, ProtectedError | RestrictedError):
-            names = sorted({o._meta.verbose_name_plural for o in getattr(exc, "protected_objects", ())})
+            names = sorted(
+                {o._meta.verbose_name_plural for o in getattr(exc, "protected_objects", ())}
+            )
             what = ", ".join(str(n) for n in names) or "other objects"
             add_error(row, NON_FIELD, f"Cannot delete {row.instance}: {what} still refer to it.")
             return
-        if isinstance(exc, IntegrityError) and row.action != DELETE:
-            if self.validator.check_row_unique(row):
-                return
+        if (
+            isinstance(exc, IntegrityError)
+            and row.action != DELETE
+            and self.validator.check_row_unique(row)
+        ):
+            return
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         add_error(row, NON_FIELD, f"The database refused this row: {detail}")
 
@@ -222,4 +227,3 @@ class ChunkWriter:
 
     def _delete(self, rows: list[PreparedRow]) -> None:
         self.manager.filter(pk__in=[r.instance.pk for r in rows]).delete()  # type: ignore[union-attr]
-
