@@ -7,6 +7,10 @@ same (forked) ``ChunkValidator`` — set-based queries on its own database
 connection — and hands back the rows plus the keys of its valid rows; this
 process then finds the duplicates *across* chunks with its batch-wide maps.
 
+The same workers then write the chunks when chunks commit independently
+(``atomic`` ``chunk`` or ``none``, no ``after_write`` hook, no output data), so
+PostgreSQL works on two chunks at a time.
+
 Used only where it is safe and pays: PostgreSQL (the workers need their own
 connections to the same data), outside any transaction (a worker could not see
 uncommitted rows), on a platform that can fork, and for batches of many chunks.
@@ -28,6 +32,8 @@ from .validate import ChunkValidator, PreparedRow
 # The forked workers find their validator here (inherited, never pickled).
 _worker_validator: ChunkValidator | None = None
 _worker_pack: Callable[[list[PreparedRow]], Any] | None = None
+_worker_unpack: Callable[[Any], list[PreparedRow]] | None = None
+_worker_writer: Any = None
 
 
 def workers_for(validator: ChunkValidator) -> int:
@@ -43,23 +49,38 @@ def workers_for(validator: ChunkValidator) -> int:
     return wanted
 
 
-def _validate_in_worker(chunk: list[PreparedRow]) -> tuple[bytes, int, int, list[tuple]]:
+def _validate_in_worker(chunk_items: tuple[int, list[tuple]]) -> tuple[bytes, int, int, tuple]:
+    from .run import prepare_chunk
+
     validator = _worker_validator
     assert validator is not None and _worker_pack is not None
     # Duplicates inside the batch are the parent's to find, from the keys of every
     # row that got as far as having them, in row order: as in-process validation does.
     validator.batch_wide = False
     validator._targets = {}
+    chunk = prepare_chunk(*chunk_items)
     validator.validate_chunk(chunk)
-    keys = [
-        (row.position, row.row is not None, validator.batch_keys(row))
-        for row in chunk
-        if row.action is not None
-    ]
+    keys = validator.batch_keys(chunk)
     invalid = sum(1 for row in chunk if row.errors is not None)
     # Pickled here, once: the parent spools the bytes as they are.
     pickled = pickle.dumps(_worker_pack(chunk), protocol=pickle.HIGHEST_PROTOCOL)
     return pickled, len(chunk), invalid, keys
+
+
+def _write_in_worker(task: tuple[bytes, str, dict]) -> list[Any]:
+    """Write one chunk in its own transaction on this worker's connection (atomic
+    ``chunk``/``none`` only, where chunks commit independently); return its results."""
+    from .run import results_of, write_chunk
+    from .write import ChunkWriter
+
+    global _worker_writer
+    pickled, atomic, late = task
+    assert _worker_validator is not None and _worker_unpack is not None
+    if _worker_writer is None:
+        _worker_writer = ChunkWriter(validator=_worker_validator)
+    chunk = _worker_unpack(pickle.loads(pickled))
+    rolled_back = write_chunk(chunk, writer=_worker_writer, atomic=atomic, late=dict(late))
+    return results_of(chunk, rolled_back=rolled_back, dry_run=False)
 
 
 class ParallelValidation:
@@ -67,20 +88,29 @@ class ParallelValidation:
     packed, its size, its number of invalid rows and the batch keys of its valid rows."""
 
     def __init__(
-        self, validator: ChunkValidator, workers: int, pack: Callable[[list[PreparedRow]], Any]
+        self,
+        validator: ChunkValidator,
+        workers: int,
+        pack: Callable[[list[PreparedRow]], Any],
+        unpack: Callable[[Any], list[PreparedRow]],
     ) -> None:
-        global _worker_validator, _worker_pack
+        global _worker_validator, _worker_pack, _worker_unpack
         # The children must not share this process's database sockets.
         connections.close_all()
-        _worker_validator, _worker_pack = validator, pack
+        _worker_validator, _worker_pack, _worker_unpack = validator, pack, unpack
         context = multiprocessing.get_context("fork")
         self.pool = context.Pool(processes=workers, initializer=_close_inherited_connections)
-        _worker_validator, _worker_pack = None, None
+        _worker_validator, _worker_pack, _worker_unpack = None, None, None
 
     def map(
-        self, chunks: Iterator[list[PreparedRow]]
-    ) -> Iterator[tuple[bytes, int, int, list[tuple]]]:
+        self, chunks: Iterator[tuple[int, list[tuple]]]
+    ) -> Iterator[tuple[bytes, int, int, tuple]]:
         return self.pool.imap(_validate_in_worker, chunks, chunksize=1)
+
+    def write(self, chunks: Iterator[bytes], atomic: str, late: dict) -> Iterator[list[Any]]:
+        """Pass 2 for ``atomic`` ``chunk``/``none``: each chunk written by a worker, in its
+        own transaction; yields each chunk's results in order."""
+        return self.pool.imap(_write_in_worker, ((c, atomic, late) for c in chunks), chunksize=1)
 
     def close(self) -> None:
         self.pool.terminate()

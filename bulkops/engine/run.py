@@ -13,7 +13,9 @@ Nothing is written before every row has been validated, in every mode.
 from __future__ import annotations
 
 import pickle
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
@@ -66,6 +68,20 @@ class ChunkStore:
             self._held += len(chunk)
             return
         self._spool(pickle.dumps(self.pack(chunk), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def pickled(self) -> Iterator[bytes]:
+        """Every chunk, packed and pickled, in order: what a worker process is handed."""
+        for chunk in self._memory:
+            yield pickle.dumps(self.pack(chunk), protocol=pickle.HIGHEST_PROTOCOL)
+        if self._file is not None:
+            self._file.seek(0)
+            read = self._file.read
+            for _ in range(self._spooled):
+                yield read(int.from_bytes(read(8), "little"))
+
+    @property
+    def spooled(self) -> bool:
+        return self._file is not None
 
     def append_pickled(self, data: bytes) -> None:
         """Keep a chunk that another process already packed and pickled."""
@@ -145,24 +161,136 @@ class CompactRows:
         return rows
 
 
-def _as_source_row(item: Any) -> SourceRow:
-    return item if isinstance(item, SourceRow) else SourceRow(values=item)
-
-
-def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[PreparedRow]]:
+def _source_chunks(rows: Iterable[Any], size: int) -> Iterator[tuple[int, list[tuple]]]:
+    """``(index of the first row, rows as plain tuples)`` per chunk: tuples are what a
+    chunk costs least to hand to a worker process."""
     iterator = iter(rows)
-    index = 0
+    start = 0
     while True:
         block = list(islice(iterator, size))
         if not block:
             return
-        chunk = []
-        for item in block:
-            source = _as_source_row(item)
-            errors = dict(source.errors) if source.errors else None
-            chunk.append(PreparedRow(index, source.row, source.ref, source.values, errors=errors))
-            index += 1
-        yield chunk
+        yield (
+            start,
+            [
+                (item.values, item.row, item.ref, item.errors)
+                if isinstance(item, SourceRow)
+                else (item, None, None, None)
+                for item in block
+            ],
+        )
+        start += len(block)
+
+
+def prepare_chunk(start: int, items: list[tuple]) -> list[PreparedRow]:
+    return [
+        PreparedRow(start + offset, row, ref, values, errors=dict(errors) if errors else None)
+        for offset, (values, row, ref, errors) in enumerate(items)
+    ]
+
+
+def prefetched(
+    chunks: Iterable[list[PreparedRow]], prepare: Callable[[list[PreparedRow]], None]
+) -> Iterator[list[PreparedRow]]:
+    """The chunks, read back and prepared by a thread one step ahead.
+
+    While this thread waits on the database for one chunk (psycopg lets go of
+    the GIL), the helper unpickles the next chunk from the spool and builds its
+    COPY rows: work that touches no database connection.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                prepare(chunk)
+                while not stop.is_set():
+                    try:
+                        ahead.put((None, chunk), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put((None, done))
+        except BaseException as exc:  # handed to the consumer, raised there
+            ahead.put((exc, None))
+
+    thread = threading.Thread(target=produce, name="bulkops-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            error, chunk = ahead.get()
+            if error is not None:
+                raise error
+            if chunk is done:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        thread.join()
+
+
+def apply_late_errors(chunk: list[PreparedRow], late: dict[int, dict]) -> bool:
+    """Apply errors found after the chunk was validated; does the chunk hold any error?"""
+    has_error = False
+    for row in chunk:
+        extra = late.pop(row.position, None) if late else None
+        if extra:
+            errors = row.errors or {}
+            for field, messages in extra.items():
+                errors.setdefault(field, []).extend(messages)
+            row.errors = errors
+            row.action = None
+        has_error = has_error or row.errors is not None
+    return has_error
+
+
+def results_of(
+    chunk: list[PreparedRow], *, rolled_back: bool, dry_run: bool, data: dict | None = None
+) -> list[RowResult]:
+    """Every row's result, in order, once the chunk's outcome is final."""
+    data = data or {}
+    out = []
+    for row in chunk:
+        if row.errors is not None:
+            out.append(
+                RowResult(row.index, ERROR, row.row, row.ref, errors=row.errors, values=row.values)
+            )
+        elif rolled_back:
+            out.append(RowResult(row.index, ROLLED_BACK, row.row, row.ref))
+        else:
+            pk = row.instance.pk if row.instance is not None else row.pk
+            if dry_run and row.action == CREATE:
+                pk = None
+            status = _STATUS[row.action]  # type: ignore[index]
+            out.append(RowResult(row.index, status, row.row, row.ref, pk, data.get(row.index)))
+    return out
+
+
+def write_chunk(
+    chunk: list[PreparedRow],
+    *,
+    writer: ChunkWriter,
+    atomic: str,
+    late: dict[int, dict],
+    after_write: Callable[[list[PreparedRow]], None] | None = None,
+) -> bool:
+    """Write one chunk under ``atomic`` ``chunk`` or ``none``; True if it was rolled back."""
+    chunk_failed = apply_late_errors(chunk, late)
+    if chunk_failed and atomic == "chunk":
+        return True
+    db = writer.db
+    with transaction.atomic(using=db):
+        refused = writer.write([r for r in chunk if r.errors is None])
+        if refused and atomic == "chunk":
+            transaction.set_rollback(True, using=db)
+            return True
+        if after_write is not None:
+            after_write(chunk)
+    return False
 
 
 def check_options(*, mode: str, atomic: str | None, chunk_size: int | None) -> tuple[str, int]:
@@ -247,6 +375,8 @@ def run_batch(
         run.validate(rows, chunk_size, store)
         run.write(store)
     finally:
+        if run.pool is not None:
+            run.pool.close()
         store.close()
     return result
 
@@ -273,6 +403,7 @@ class _Run:
         self.on_progress = on_progress
         self.after_write = after_write
         self.invalid_rows = 0
+        self.pool: ParallelValidation | None = None  # worker processes, when pass 1 used them
 
     def _progress(self, stage: str, done: int) -> None:
         if self.on_progress is not None:
@@ -283,10 +414,11 @@ class _Run:
     def validate(self, rows: Iterable[Any], chunk_size: int, store: ChunkStore) -> None:
         """Pass 1. The first chunks are validated here; a batch that goes on past
         ``PARALLEL_AFTER_ROWS`` is handed to worker processes where that is safe."""
-        chunks = _chunks(rows, chunk_size)
+        chunks = _source_chunks(rows, chunk_size)
         done = 0
         workers = None
-        for chunk in chunks:
+        for start, items in chunks:
+            chunk = prepare_chunk(start, items)
             self.validator.validate_chunk(chunk)
             self.invalid_rows += sum(1 for r in chunk if r.errors is not None)
             store.append(chunk)
@@ -298,30 +430,17 @@ class _Run:
                     break
         else:
             return
-        with ParallelValidation(self.validator, workers, store.pack) as pool:
-            merge = self.validator.merge_batch_keys
-            for pickled, size, invalid, keys in pool.map(chunks):
-                for position, is_file_row, batch_keys in keys:
-                    merge(position, is_file_row, batch_keys)
-                self.invalid_rows += invalid
-                store.append_pickled(pickled)
-                done += size
-                self._progress("validate", done)
+        self.pool = pool = ParallelValidation(self.validator, workers, store.pack, store.unpack)
+        merge = self.validator.merge_batch_keys
+        for pickled, size, invalid, keys in pool.map(chunks):
+            merge(*keys)
+            self.invalid_rows += invalid
+            store.append_pickled(pickled)
+            done += size
+            self._progress("validate", done)
 
     def _late_errors(self, chunk: list[PreparedRow]) -> bool:
-        """Apply errors found after the chunk was validated; does the chunk hold any error?"""
-        late = self.validator.late_errors
-        has_error = False
-        for row in chunk:
-            extra = late.pop(row.position, None) if late else None
-            if extra:
-                errors = row.errors or {}
-                for field, messages in extra.items():
-                    errors.setdefault(field, []).extend(messages)
-                row.errors = errors
-                row.action = None
-            has_error = has_error or row.errors is not None
-        return has_error
+        return apply_late_errors(chunk, self.validator.late_errors)
 
     # -- pass 2 ----------------------------------------------------------------------
 
@@ -337,20 +456,31 @@ class _Run:
         if result.atomic == "all":
             self._write_all(store, batch_failed)
             return
-        writer = ChunkWriter(validator=self.validator)
         done = 0
-        for chunk in store:
-            chunk_failed = self._late_errors(chunk)
-            if chunk_failed and result.atomic == "chunk":
-                self._emit(chunk, rolled_back=True)
-            else:
-                with transaction.atomic(using=self.validator.db):
-                    refused = writer.write([r for r in chunk if r.errors is None])
-                    if refused and result.atomic == "chunk":
-                        transaction.set_rollback(True, using=self.validator.db)
-                    else:
-                        self._after_write(chunk)
-                self._emit(chunk, rolled_back=bool(refused) and result.atomic == "chunk")
+        late = self.validator.late_errors
+        if (
+            self.pool is not None
+            and self.after_write is None
+            and not self.with_data
+            and len(late) <= 1000  # handed to every chunk's task
+        ):
+            # Chunks commit independently here: the workers write them side by side.
+            for results in self.pool.write(store.pickled(), result.atomic, late):
+                for row_result in results:
+                    result.add(row_result)
+                done += len(results)
+                self._progress("write", done)
+            return
+        writer = ChunkWriter(validator=self.validator)
+        for chunk in self._to_write(store, writer):
+            rolled_back = write_chunk(
+                chunk,
+                writer=writer,
+                atomic=result.atomic,
+                late=self.validator.late_errors,
+                after_write=self._after_write if self.after_write else None,
+            )
+            self._emit(chunk, rolled_back=rolled_back)
             done += len(chunk)
             self._progress("write", done)
 
@@ -367,7 +497,7 @@ class _Run:
             db = self.validator.db
             with transaction.atomic(using=db):
                 done = 0
-                for chunk in store:
+                for chunk in self._to_write(store, writer):
                     # Every chunk is written even after a refusal, so the report names
                     # every row the database refuses; the transaction rolls back anyway.
                     refused = writer.write([r for r in chunk if r.errors is None])
@@ -383,6 +513,14 @@ class _Run:
                 self._emit(chunk, rolled_back=failed)
         finally:
             written.close()
+
+    @staticmethod
+    def _to_write(store: ChunkStore, writer: ChunkWriter) -> Iterable[list[PreparedRow]]:
+        """The chunks in order; a spooled store is read back one chunk ahead."""
+        if not store.spooled:
+            return store
+        writer.prepare([])  # settle the writer's cached plans before the thread starts
+        return prefetched(store, writer.prepare)
 
     def _after_write(self, chunk: list[PreparedRow]) -> None:
         if self.after_write is None:
@@ -404,23 +542,8 @@ class _Run:
                     [r.get_instance(model) for r in ok], many=True, context=self.context
                 ).data
                 data = {r.index: item for r, item in zip(ok, rendered, strict=True)}
-        dry_run = self.result.dry_run
         add = self.result.add
-        for row in chunk:
-            if row.errors is not None:
-                add(
-                    RowResult(
-                        row.index, ERROR, row.row, row.ref, errors=row.errors, values=row.values
-                    )
-                )
-            elif rolled_back:
-                add(RowResult(row.index, ROLLED_BACK, row.row, row.ref))
-            else:
-                pk = row.instance.pk if row.instance is not None else row.pk
-                if dry_run and row.action == CREATE:
-                    pk = None
-                add(
-                    RowResult(
-                        row.index, _STATUS[row.action], row.row, row.ref, pk, data.get(row.index)
-                    )
-                )
+        for row_result in results_of(
+            chunk, rolled_back=rolled_back, dry_run=self.result.dry_run, data=data
+        ):
+            add(row_result)

@@ -59,6 +59,7 @@ class PreparedRow:
     # where one is needed (bulk_create, output data, hooks): COPY does without.
     validated: dict[str, Any] | None = None
     pk: Any = None
+    copy_values: list[Any] | None = None  # filled ahead of the write (ChunkWriter.prepare)
 
     def get_instance(self, model: type[models.Model]) -> models.Model:
         if self.instance is None:
@@ -508,34 +509,49 @@ class ChunkValidator:
 
     # -- batch-wide keys, for chunks validated elsewhere (see parallel.py) -----------
 
-    def batch_keys(self, row: PreparedRow) -> tuple[Any, tuple]:
-        """What the batch-wide duplicate checks need of a valid row: its target, its keys."""
-        target = None
-        if self.mode != CREATE and row.instance is not None and row.instance.pk is not None:
-            named_by_id = self.mode != "upsert" and row.values.get("id") not in (None, "")
-            target = (row.instance.pk, "id" if named_by_id else self.natural_key[0])
-        keys = tuple(self._key_of(check, row) for check in self.unique_checks)
-        return target, keys
+    def batch_keys(self, rows: list[PreparedRow]) -> tuple[bool, list[tuple], list[list[tuple]]]:
+        """What the batch-wide duplicate checks need of a validated chunk, column-wise:
+        whether positions are row numbers, ``(pk, position, field)`` per target, and
+        ``(key, position)`` per unique check, for every row that has them."""
+        rows = [row for row in rows if row.action is not None]
+        targets = []
+        if self.mode != CREATE:
+            for row in rows:
+                if row.instance is not None and row.instance.pk is not None:
+                    by_id = self.mode != "upsert" and row.values.get("id") not in (None, "")
+                    field = "id" if by_id else self.natural_key[0]
+                    targets.append((row.instance.pk, row.position, field))
+        uniques = []
+        for check in self.unique_checks:
+            keyed = []
+            for row in rows:
+                key = self._key_of(check, row)
+                if key is not None:
+                    keyed.append((_compact(key), row.position))
+            uniques.append(keyed)
+        is_file_row = bool(rows) and rows[0].row is not None
+        return is_file_row, targets, uniques
 
-    def merge_batch_keys(self, position: int, is_file_row: bool, batch_keys: tuple) -> None:
-        """Record a valid row's keys; a clash with an earlier row fails both, before writing."""
-        target, keys = batch_keys
-        if target is not None:
-            pk, field = target
-            first, first_field = self._targets.setdefault(pk, (position, field))
+    def merge_batch_keys(
+        self, is_file_row: bool, targets: list[tuple], uniques: list[list[tuple]]
+    ) -> None:
+        """Record a chunk's keys; a clash with an earlier row fails both, before writing."""
+        seen_targets = self._targets
+        for pk, position, field in targets:
+            first, first_field = seen_targets.setdefault(pk, (position, field))
             if first != position:
                 message = "The same object is named by {} of this batch."
                 self._late_duplicate(position, is_file_row, first, field, first_field, message)
-        for number, key in enumerate(keys):
-            if key is None:
-                continue
-            first = self._seen.setdefault(number, {}).setdefault(_compact(key), position)
-            if first != position:
-                check = self.unique_checks[number]
-                shown = ", ".join(check.field_names)
-                message = f"Duplicate {shown}: {{}} of this batch has the same value."
-                field = check.error_key
-                self._late_duplicate(position, is_file_row, first, field, field, message)
+        for number, keyed in enumerate(uniques):
+            seen = self._seen.setdefault(number, {})
+            for key, position in keyed:
+                first = seen.setdefault(key, position)
+                if first != position:
+                    check = self.unique_checks[number]
+                    shown = ", ".join(check.field_names)
+                    message = f"Duplicate {shown}: {{}} of this batch has the same value."
+                    field = check.error_key
+                    self._late_duplicate(position, is_file_row, first, field, field, message)
 
     def _late_duplicate(
         self,

@@ -151,29 +151,46 @@ class ChunkWriter:
             with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
                 write_row = copy.write_row
                 for row, pk in zip(rows, ids, strict=True):
-                    if row.instance is not None:
-                        data = {f[1]: getattr(row.instance, f[1]) for f in plan}
-                    else:
-                        data = row.validated
-                    out = [pk]
-                    for name, attname, is_relation, field, direct in plan:
-                        if name in data:
-                            value = data[name]
-                            if is_relation and value is not None:
-                                value = getattr(value, field.target_field.attname)
-                        elif attname in data:
-                            value = data[attname]
-                        else:
-                            value = field.get_default()
-                        if not direct and value is not None:
-                            value = field.get_db_prep_save(value, connection)
-                        out.append(value)
-                    write_row(out)
+                    values = row.copy_values
+                    if values is None or row.instance is not None:
+                        values = self.copy_values(row)
+                    write_row([pk, *values])
         for row, pk in zip(rows, ids, strict=True):
             row.pk = pk
             if row.instance is not None:
                 row.instance.pk = pk
                 row.instance._state.adding = False
+
+    def copy_values(self, row: PreparedRow) -> list[Any]:
+        """A new row's column values for COPY, without its primary key."""
+        _, _, plan = self._copy_plan  # type: ignore[misc]
+        connection = self.connection
+        if row.instance is not None:
+            data = {f[1]: getattr(row.instance, f[1]) for f in plan}
+        else:
+            data = row.validated  # type: ignore[assignment]
+        out = []
+        for name, attname, is_relation, field, direct in plan:
+            if name in data:
+                value = data[name]
+                if is_relation and value is not None:
+                    value = getattr(value, field.target_field.attname)
+            elif attname in data:
+                value = data[attname]
+            else:
+                value = field.get_default()
+            if not direct and value is not None:
+                value = field.get_db_prep_save(value, connection)
+            out.append(value)
+        return out
+
+    def prepare(self, rows: list[PreparedRow]) -> None:
+        """Work for a chunk that needs no database, done ahead (see run.prefetched)."""
+        if self._copy_plan is None or len(rows) < COPY_MIN_ROWS:
+            return  # (an empty call settles the cached plan)
+        for row in rows:
+            if row.action == CREATE and row.errors is None and row.instance is None:
+                row.copy_values = self.copy_values(row)
 
     def _updater(self, fields: tuple[str, ...]) -> Callable[[list[PreparedRow]], None]:
         plan = self._update_plan(fields)
