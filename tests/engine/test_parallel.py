@@ -24,7 +24,7 @@ def _rows(count):
     return [SourceRow(values=r, row=i + 2) for i, r in enumerate(rows)]
 
 
-def _run(settings, monkeypatch, workers):
+def _run(settings, monkeypatch, workers, atomic="none"):
     settings.BULKOPS = {"VALIDATION_WORKERS": workers}
     monkeypatch.setattr(run_module, "PARALLEL_AFTER_ROWS", 1000)
     Product.objects.all().delete()
@@ -37,12 +37,20 @@ def _run(settings, monkeypatch, workers):
         "ParallelValidation",
         _spy(ParallelValidation, calls),
     )
+
+    def race(stage, done):
+        # Another writer takes a sku once every row is validated, before any write.
+        if stage == "validate" and done == 4000:
+            Product.objects.create(sku="P-03500", name="r", category=tools, price=1, quantity=1)
+
     result = run_batch(
         serializer_class=ProductSerializer,
         rows=_rows(4000),
         mode="create",
         chunk_size=250,
         with_data=False,
+        atomic=atomic,
+        on_progress=race,
     )
     outcome = [(r.index, r.status, r.errors) for r in result.results]
     return outcome, calls, Product.objects.count()
@@ -57,12 +65,22 @@ def _spy(cls, calls):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="workers run on PostgreSQL only")
-def test_workers_report_what_in_process_validation_reports(settings, monkeypatch):
-    serial, serial_calls, serial_count = _run(settings, monkeypatch, 0)
-    parallel, parallel_calls, parallel_count = _run(settings, monkeypatch, 2)
+@pytest.mark.parametrize("atomic", ["none", "chunk"])
+def test_workers_report_what_in_process_validation_reports(settings, monkeypatch, atomic):
+    serial, serial_calls, serial_count = _run(settings, monkeypatch, 0, atomic)
+    parallel, parallel_calls, parallel_count = _run(settings, monkeypatch, 2, atomic)
     assert serial_calls == [] and parallel_calls == [2]
     assert parallel == serial
-    assert parallel_count == serial_count == 1 + 4000 - 6
+    statuses = [status for _, status, _ in parallel]
+    if atomic == "none":
+        # TAKEN + the racing row already there; 6 invalid rows and the raced one fail
+        assert parallel_count == serial_count == 2 + 4000 - 7
+    else:
+        # the 6 chunks of 250 holding an error are rolled back whole
+        assert statuses.count("rolled_back") == 6 * 250 - 7
+        assert parallel_count == serial_count == 2 + 4000 - 6 * 250
+    assert statuses.count("error") == 7
+    assert parallel[3500][2] == {"sku": ["product with this SKU already exists."]}
     errors = {i: e for i, status, e in parallel if status == "error"}
     assert errors[1500] == {"sku": ["Duplicate sku: row 3102 of this batch has the same value."]}
     assert errors[3100] == {"sku": ["Duplicate sku: row 1502 of this batch has the same value."]}
