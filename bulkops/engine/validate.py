@@ -18,7 +18,6 @@ own, per row, so a project's serializer rules keep working untouched.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, models, router
-from django.db.models import BooleanField, F, Func, Value
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import empty
@@ -37,10 +35,17 @@ from rest_framework.validators import (
     UniqueValidator,
 )
 
+from .lookups import (
+    AMBIGUOUS,
+    SURROGATE_CHECK,
+    RelationResolver,
+    batch_serializer_class,
+    filter_in,
+    in_batches,
+)
+
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 NON_FIELD = "non_field_errors"
-_MISSING = object()
-_AMBIGUOUS = object()
 
 
 @dataclass(slots=True)
@@ -103,146 +108,6 @@ def add_error(row: PreparedRow, field: str, message: str) -> None:
     row.errors.setdefault(field, []).append(message)
 
 
-class _SurrogateCheck(ProhibitSurrogateCharactersValidator):
-    """DRF's validator, same message, with a regex instead of a per-character loop:
-    it was a tenth of the validation time of a row with two text fields."""
-
-    pattern = re.compile("[\ud800-\udfff]")
-
-    def __call__(self, value: Any) -> None:
-        if self.pattern.search(str(value)) is not None:
-            super().__call__(value)
-
-
-_SURROGATES = _SurrogateCheck()
-
-
-def _batch_serializer_class(serializer_class: type) -> type:
-    """The project's serializer class with per-row bookkeeping done once per batch.
-
-    DRF's ``_writable_fields`` is a generator over every field and
-    ``_read_only_defaults`` a scan of every field, both re-run for every row;
-    the subclass lists the writable fields once and skips the scan when no
-    read-only field has a default. It changes nothing else.
-    """
-
-    def _read_only_defaults(self: Any) -> dict:
-        if not self._bulkops_read_only_defaults:
-            return {}
-        return serializer_class._read_only_defaults(self)
-
-    return type(
-        serializer_class.__name__,
-        (serializer_class,),
-        {
-            "__module__": serializer_class.__module__,
-            "_writable_fields": property(lambda self: self._bulkops_writable),
-            "_read_only_defaults": _read_only_defaults,
-        },
-    )
-
-
-class _EqualsAny(Func):
-    """``column = ANY(%s)`` with the values as one array parameter (PostgreSQL).
-
-    ``column IN (%s, %s, ...)`` with a thousand placeholders costs milliseconds
-    of query building and parsing per chunk; one array parameter costs none.
-    """
-
-    arg_joiner = " = ANY("
-    template = "(%(expressions)s))"
-    output_field = BooleanField()
-
-
-def filter_in(queryset: Any, lookup: str, values: list) -> Any:
-    """``queryset.filter(<lookup>__in=values)``, as one array parameter on PostgreSQL."""
-    if connections[queryset.db].vendor == "postgresql" and "__" not in lookup:
-        return queryset.filter(_EqualsAny(F(lookup), Value(values)))
-    return queryset.filter(**{f"{lookup}__in": values})
-
-
-def _in_batches(values: list, connection: Any) -> list[list]:
-    """Split an ``__in`` list only where the backend caps query parameters (SQLite)."""
-    cap = connection.features.max_query_params
-    if not cap or len(values) <= cap - 10:
-        return [values]
-    step = cap - 10
-    return [values[i : i + step] for i in range(0, len(values), step)]
-
-
-class RelationResolver:
-    """Resolves a ``SlugRelatedField`` / ``PrimaryKeyRelatedField`` from a per-chunk map.
-
-    ``prefetch`` runs one query for every value of the chunk; the field's
-    ``to_internal_value`` is replaced on this serializer instance so DRF's own
-    per-row flow asks the map instead of the database, with DRF's messages.
-    """
-
-    def __init__(self, field: SlugRelatedField | PrimaryKeyRelatedField) -> None:
-        self.field = field
-        if isinstance(field, SlugRelatedField):
-            self.lookup = field.slug_field
-        else:
-            self.lookup = "pk"
-        self.map: dict[Any, Any] = {}
-        field.to_internal_value = self.to_internal_value  # type: ignore[method-assign]
-
-    @property
-    def field_name(self) -> str:
-        return self.field.field_name
-
-    def _model_field(self, model: type[models.Model]) -> models.Field:
-        if self.lookup == "pk":
-            return model._meta.pk  # type: ignore[return-value]
-        return model._meta.get_field(self.lookup)  # type: ignore[return-value]
-
-    def _key(self, value: Any) -> Any:
-        if isinstance(value, dict | list | bool):
-            raise TypeError(value)
-        if isinstance(self.field, PrimaryKeyRelatedField) and self.field.pk_field is not None:
-            value = self.field.pk_field.to_internal_value(value)
-        return self.model_field.to_python(value)
-
-    def prefetch(self, rows: Sequence[PreparedRow]) -> None:
-        queryset = self.field.get_queryset()
-        self.model_field = self._model_field(queryset.model)
-        keys = set()
-        for row in rows:
-            value = row.values.get(self.field_name) if row.errors is None else None
-            if value is None or value == "":
-                continue
-            try:
-                keys.add(self._key(value))
-            except (TypeError, ValueError, DjangoValidationError, ValidationError):
-                continue
-        self.map = {}
-        if not keys:
-            return
-        connection = connections[queryset.db]
-        attr = self.model_field.attname if self.lookup != "pk" else "pk"
-        for part in _in_batches(list(keys), connection):
-            for obj in filter_in(queryset, self.lookup, part):
-                key = getattr(obj, attr)
-                self.map[key] = _AMBIGUOUS if key in self.map else obj
-
-    def to_internal_value(self, data: Any) -> Any:
-        field = self.field
-        try:
-            key = self._key(data)
-        except (TypeError, ValueError, DjangoValidationError, ValidationError):
-            if isinstance(field, SlugRelatedField):
-                field.fail("invalid")
-            field.fail("incorrect_type", data_type=type(data).__name__)
-        obj = self.map.get(key, _MISSING)
-        if obj is _MISSING:
-            if isinstance(field, SlugRelatedField):
-                field.fail("does_not_exist", slug_name=field.slug_field, value=str(data))
-            field.fail("does_not_exist", pk_value=data)
-        if obj is _AMBIGUOUS:
-            field.fail("invalid")
-        return obj
-
-
 @dataclass
 class UniqueCheck:
     """One unique constraint, checked once per chunk instead of once per row."""
@@ -277,7 +142,7 @@ class ChunkValidator:
     ) -> None:
         self.mode = mode
         self.natural_key = tuple(natural_key)
-        self.serializer = _batch_serializer_class(serializer_class)(
+        self.serializer = batch_serializer_class(serializer_class)(
             context=context or {}, partial=mode == "update"
         )
         meta = getattr(serializer_class, "Meta", None)
@@ -341,7 +206,7 @@ class ChunkValidator:
             kept = []
             for validator in field.validators:
                 if type(validator) is ProhibitSurrogateCharactersValidator:
-                    kept.append(_SURROGATES)
+                    kept.append(SURROGATE_CHECK)
                 elif isinstance(validator, UniqueValidator):
                     self.unique_checks.append(
                         UniqueCheck(
@@ -445,7 +310,7 @@ class ChunkValidator:
         connection = connections[self.db]
         if by_pk:
             found = {}
-            for part in _in_batches(list(by_pk), connection):
+            for part in in_batches(list(by_pk), connection):
                 found.update((obj.pk, obj) for obj in filter_in(queryset, "pk", part))
             for pk, named in by_pk.items():
                 self._attach(named, found.get(pk), "id", f"No {meta.verbose_name} with id={pk}.")
@@ -453,14 +318,14 @@ class ChunkValidator:
             first = nk[0]
             found = {}
             values = list({k[0] for k in by_key})
-            for part in _in_batches(values, connection):
+            for part in in_batches(values, connection):
                 for obj in filter_in(queryset, first, part):
                     key = tuple(getattr(obj, f.attname) for f in nk_fields)
-                    found[key] = _AMBIGUOUS if key in found else obj
+                    found[key] = AMBIGUOUS if key in found else obj
             for key, named in by_key.items():
                 shown = ", ".join(f"{n}={v}" for n, v in zip(nk, key, strict=True))
                 obj = found.get(key)
-                if obj is _AMBIGUOUS:
+                if obj is AMBIGUOUS:
                     plural = meta.verbose_name_plural
                     for row in named:
                         add_error(row, nk[0], f"More than one of the {plural} has {shown}.")
@@ -619,7 +484,7 @@ class ChunkValidator:
         found: dict[tuple, Any] = {}
         attnames = [self.model._meta.get_field(s).attname for s in check.sources]
         connection = connections[queryset.db]
-        for part in _in_batches(values, connection):
+        for part in in_batches(values, connection):
             if check.lookup == "iexact":
                 from django.db.models.functions import Lower
 

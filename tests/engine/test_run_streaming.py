@@ -6,7 +6,7 @@ import pytest
 
 import bulkops.engine.run as run_module
 from bulkops.engine import SourceRow, run_batch
-from bulkops.engine.run import ChunkStore, CompactRows
+from bulkops.engine.store import ChunkStore, CompactRows
 from bulkops.engine.validate import CREATE, UPDATE, PreparedRow
 from project.catalog.models import Product
 from project.catalog.serializers import ProductSerializer
