@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_rq",
     "import_export",
     "bulkops",
@@ -106,6 +107,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "bulkops API",
     "DESCRIPTION": "Bulk create, update, upsert and delete with a result per item.",
     "VERSION": "0.1.0",
+    # Swagger UI's scripts are served from this project, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 BULKOPS: dict = {}

@@ -88,6 +88,34 @@ def in_batches(values: list, connection: Any) -> list[list]:
     return [values[i : i + step] for i in range(0, len(values), step)]
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INTEGER_TEXT = re.compile(r"\s*[-+]?\d+\s*")
+_BIGINT = 2**63
+
+
+def lookup_value(model_field: models.Field, value: Any) -> Any:
+    """``value`` as ``model_field`` holds it, fit to send in a query — or an error.
+
+    What the database would choke on (NUL characters, which PostgreSQL refuses in
+    text; 1.5 or True as an id, which ``int()`` would quietly turn into 1; ids
+    beyond 64 bits) is refused here, so it becomes the row's error, not a 500.
+    """
+    if isinstance(value, dict | list | bool) or value is None:
+        raise TypeError(value)
+    if isinstance(value, str) and ("\x00" in value or _SURROGATE.search(value)):
+        raise ValidationError("Null characters are not allowed.", code="null_characters")
+    if isinstance(model_field, models.IntegerField | models.AutoField):
+        if not isinstance(value, int) and not (
+            isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)
+        ):
+            raise ValidationError("A valid integer is required.", code="invalid")
+        value = int(value)
+        if not -_BIGINT < value < _BIGINT:
+            raise ValidationError("A valid integer is required.", code="max_string_length")
+        return value
+    return model_field.to_python(value)
+
+
 class RelationResolver:
     """Resolves a ``SlugRelatedField`` / ``PrimaryKeyRelatedField`` from a per-chunk map.
 
@@ -115,11 +143,9 @@ class RelationResolver:
         return model._meta.get_field(self.lookup)  # type: ignore[return-value]
 
     def _key(self, value: Any) -> Any:
-        if isinstance(value, dict | list | bool):
-            raise TypeError(value)
         if isinstance(self.field, PrimaryKeyRelatedField) and self.field.pk_field is not None:
             value = self.field.pk_field.to_internal_value(value)
-        return self.model_field.to_python(value)
+        return lookup_value(self.model_field, value)
 
     def prefetch(self, rows: Sequence[PreparedRow]) -> None:
         queryset = self.field.get_queryset()

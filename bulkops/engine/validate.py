@@ -42,6 +42,7 @@ from .lookups import (
     batch_serializer_class,
     filter_in,
     in_batches,
+    lookup_value,
 )
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
@@ -292,7 +293,7 @@ class ChunkValidator:
             raw_id = values.get("id")
             try:
                 if self.mode != "upsert" and raw_id not in (None, ""):
-                    by_pk.setdefault(meta.pk.to_python(raw_id), []).append(row)  # type: ignore[union-attr]
+                    by_pk.setdefault(lookup_value(meta.pk, raw_id), []).append(row)  # type: ignore[arg-type]
                 elif nk and all(values.get(n) not in (None, "") for n in nk):
                     key = tuple(self._clean_key(f, values[f.name]) for f in nk_fields)
                     by_key.setdefault(key, []).append(row)
@@ -303,7 +304,10 @@ class ChunkValidator:
                 else:
                     named = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
                     add_error(row, NON_FIELD, f"Each item must name its object by {named}.")
-            except (DjangoValidationError, ValidationError, TypeError, ValueError):
+            except ValidationError as exc:
+                field = "id" if raw_id not in (None, "") and self.mode != "upsert" else nk[0]
+                add_error(row, field, plain_errors(exc.detail)[0])
+            except (DjangoValidationError, TypeError, ValueError, OverflowError):
                 field = "id" if raw_id not in (None, "") and self.mode != "upsert" else nk[0]
                 add_error(row, field, "Incorrect type for an identifier.")
         queryset = self.queryset.select_related(*self.select_related)
@@ -337,7 +341,7 @@ class ChunkValidator:
         field = self.serializer.fields.get(model_field.name)
         if field is not None and not field.read_only:
             value = field.to_internal_value(value)
-        return model_field.to_python(value)
+        return lookup_value(model_field, value)
 
     def _attach(self, rows: list[PreparedRow], obj: Any, field: str, missing: str) -> None:
         for row in rows:

@@ -277,7 +277,7 @@ def test_update_of_missing_objects_fails_on_that_row(products):
         ("error", {"id": [f"No product with id={missing_id}."]}),
         ("error", {"sku": ["No product with sku=NOPE."]}),
         ("error", {"non_field_errors": ["Each item must name its object by 'id' or by 'sku'."]}),
-        ("error", {"id": ["Incorrect type for an identifier."]}),
+        ("error", {"id": ["A valid integer is required."]}),
         ("updated", None),
     ]
     assert Product.objects.get(sku="E-0").price == Decimal("1.00")
