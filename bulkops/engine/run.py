@@ -32,7 +32,7 @@ MODES = ("create", "update", "upsert", "delete")
 _STATUS = {CREATE: CREATED, UPDATE: UPDATED, DELETE: DELETED}
 
 # Batches longer than this go on in worker processes where that is allowed (parallel.py).
-PARALLEL_AFTER_ROWS = 5000
+PARALLEL_AFTER_ROWS = 2000
 
 ProgressCallback = Callable[[str, int], None]
 WriteHook = Callable[[str, list[Any]], None]

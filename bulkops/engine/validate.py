@@ -40,6 +40,7 @@ from .lookups import (
     SURROGATE_CHECK,
     RelationResolver,
     batch_serializer_class,
+    field_plan,
     filter_in,
     in_batches,
     lookup_value,
@@ -188,6 +189,7 @@ class ChunkValidator:
         serializer = self.serializer
         name = type(serializer).__name__
         serializer._bulkops_writable = [f for f in serializer.fields.values() if not f.read_only]
+        serializer._bulkops_plan = field_plan(serializer)
         serializer._bulkops_read_only_defaults = any(
             f.read_only and f.default is not empty for f in serializer.fields.values()
         )
