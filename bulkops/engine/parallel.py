@@ -27,6 +27,7 @@ from typing import Any
 from django.db import connections
 
 from ..conf import bulkops_settings
+from ..results import RowResult
 from .validate import ChunkValidator, PreparedRow
 
 # The forked workers find their validator here (inherited, never pickled).
@@ -80,7 +81,21 @@ def _write_in_worker(task: tuple[bytes, str, dict]) -> list[Any]:
         _worker_writer = ChunkWriter(validator=_worker_validator)
     chunk = _worker_unpack(pickle.loads(pickled))
     rolled_back = write_chunk(chunk, writer=_worker_writer, atomic=atomic, late=dict(late))
-    return results_of(chunk, rolled_back=rolled_back, dry_run=False)
+    # Plain tuples travel back several times cheaper than RowResult objects.
+    return [astuple(r) for r in results_of(chunk, rolled_back=rolled_back, dry_run=False)]
+
+
+def astuple(result: RowResult) -> tuple:
+    return (
+        result.index,
+        result.status,
+        result.row,
+        result.ref,
+        result.id,
+        result.data,
+        result.errors,
+        result.values,
+    )
 
 
 class ParallelValidation:

@@ -299,8 +299,8 @@ class _Run:
         ):
             # Chunks commit independently here: the workers write them side by side.
             for results in self.pool.write(store.pickled(), result.atomic, late):
-                for row_result in results:
-                    result.add(row_result)
+                for fields in results:
+                    result.add(RowResult(*fields))
                 done += len(results)
                 self._progress("write", done)
             return
