@@ -1,14 +1,10 @@
 """Fixtures for the REST bulk API: users with given permissions, clients, a catalog."""
 
-from decimal import Decimal
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from rest_framework.test import APIClient
-
-from tests.factories import CategoryFactory, ProductFactory
 
 
 @pytest.fixture(autouse=True)
@@ -64,17 +60,3 @@ def admin(make_user):
 def api(admin, client_for):
     """A superuser's client."""
     return client_for(admin)
-
-
-@pytest.fixture
-def tools(db):
-    return CategoryFactory(name="Tools")
-
-
-@pytest.fixture
-def products(tools):
-    """E-0 .. E-4 in Tools, price 10.00, quantity 5."""
-    return [
-        ProductFactory(sku=f"E-{i}", name=f"Existing {i}", category=tools, price=Decimal("10.00"))
-        for i in range(5)
-    ]

@@ -11,7 +11,7 @@ from bulkops.engine import check_options, run_batch
 from bulkops.exceptions import InvalidOptions
 from project.catalog.models import Product
 from project.catalog.serializers import ProductSerializer
-from tests.factories import CategoryFactory, ProductFactory, ProductItemFactory
+from tests.factories import ProductFactory, ProductItemFactory
 
 
 def untouchable_rows():
@@ -22,11 +22,6 @@ def untouchable_rows():
 
 def run(rows, mode="create", **options):
     return run_batch(serializer_class=ProductSerializer, rows=rows, mode=mode, **options)
-
-
-@pytest.fixture
-def tools():
-    return CategoryFactory(name="Tools")
 
 
 # -- bad options ----------------------------------------------------------------------

@@ -12,12 +12,6 @@ from project.catalog.models import Product
 from project.catalog.serializers import ProductSerializer
 from tests.factories import CategoryFactory, ProductFactory, ProductItemFactory
 
-
-@pytest.fixture
-def tools():
-    return CategoryFactory(name="Tools")
-
-
 # -- ChunkStore itself ------------------------------------------------------------------
 
 

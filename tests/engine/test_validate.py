@@ -45,20 +45,6 @@ def same_object(label):
     return f"The same object is named by {label} of this batch."
 
 
-@pytest.fixture
-def tools():
-    return CategoryFactory(name="Tools")
-
-
-@pytest.fixture
-def products(tools):
-    """E-0 .. E-4, in Tools."""
-    return [
-        ProductFactory(sku=f"E-{i}", name=f"Existing {i}", category=tools, price=Decimal("10.00"))
-        for i in range(5)
-    ]
-
-
 def skus():
     return sorted(Product.objects.values_list("sku", flat=True))
 

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from bulkops.engine import SourceRow, run_batch
 from project.catalog.models import Product
 from project.catalog.serializers import ProductSerializer
-from tests.factories import CategoryFactory, OrderFactory, ProductFactory, ProductItemFactory
+from tests.factories import OrderFactory, ProductFactory, ProductItemFactory
 
 SKU_TAKEN = "product with this SKU already exists."
 REFUSED = "The database refused this row: "
@@ -28,11 +28,6 @@ class LaxPriceSerializer(ProductSerializer):
 
     class Meta(ProductSerializer.Meta):
         pass
-
-
-@pytest.fixture
-def tools():
-    return CategoryFactory(name="Tools")
 
 
 def skus():
