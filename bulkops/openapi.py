@@ -345,8 +345,10 @@ class BulkAutoSchema(AutoSchema):
                 description="The batch was processed: one result per item, whatever they did.",
             ),
             400: OpenApiResponse(error, description="invalid_envelope: nothing was written."),
-            401: OpenApiResponse(detail, description="Not authenticated."),
-            403: OpenApiResponse(detail, description="Not authenticated or lacks the permission."),
+            401: OpenApiResponse(
+                detail, description="Not authenticated (WWW-Authenticate: Token)."
+            ),
+            403: OpenApiResponse(detail, description="Lacks the permission (or a CSRF failure)."),
             409: OpenApiResponse(
                 error, description="idempotency_in_flight: the same key is still running."
             ),

@@ -31,14 +31,20 @@ def other_perms(needed: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("method", REQUESTS)
 @pytest.mark.parametrize("who", ["anonymous", "staff without the permission"])
-def test_refused_requests_are_403_and_write_nothing(method, who, make_user, client_for, products):
+def test_refused_requests_are_401_or_403_and_write_nothing(
+    method, who, make_user, client_for, products
+):
     items, needed = REQUESTS[method]
     user = None if who == "anonymous" else make_user(*other_perms(needed))
     before = snapshot()
 
     response = bulk(client_for(user), method, "products", {"items": items})
 
-    assert response.status_code == 403
+    if who == "anonymous":
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"] == "Token"
+    else:
+        assert response.status_code == 403
     assert "detail" in response.json()
     assert snapshot() == before
 
@@ -98,7 +104,8 @@ def test_token_authentication(make_user, products):
     assert response.status_code == 200
     assert Product.objects.filter(sku="T-1").exists()
     bad = bulk(client, "post", "products", {"items": []}, HTTP_AUTHORIZATION="Token nope")
-    assert bad.status_code == 403  # DRF: 403, as session auth (first) sends no challenge
+    assert bad.status_code == 401  # token auth comes first, so DRF sends its challenge
+    assert bad["WWW-Authenticate"] == "Token"
 
 
 def test_session_authentication_enforces_csrf(make_user, products):
@@ -113,5 +120,5 @@ def test_session_authentication_enforces_csrf(make_user, products):
 
 
 def test_the_envelope_is_not_read_before_permissions(client_for, products):
-    """An anonymous client learns nothing from the envelope check: 403 first."""
-    assert bulk(client_for(None), "post", "products", b"not json").status_code == 403
+    """An anonymous client learns nothing from the envelope check: 401 first."""
+    assert bulk(client_for(None), "post", "products", b"not json").status_code == 401
