@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchdb import ROOT, ensure_database, setup_django
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bulkops_bench"
 HEADERS = ["sku", "name", "category", "price", "quantity", "active", "released"]
 CATEGORIES = [f"Category {i}" for i in range(20)]
@@ -70,16 +71,6 @@ def write_xlsx(path: Path, rows: int) -> None:
 
 
 # -- child side: one import, measured -------------------------------------------------
-
-
-def _setup_django(database_url: str) -> None:
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["DJANGO_DEBUG"] = "0"  # DEBUG keeps every query in memory
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def _reset_tables() -> None:
@@ -161,7 +152,7 @@ def import_with_import_export(path: Path, limit: int) -> dict:
 
 
 def child_main(args: argparse.Namespace) -> None:
-    _setup_django(args.database_url)
+    setup_django(args.database_url)
     import resource
 
     from project.catalog.models import Product
@@ -205,25 +196,6 @@ def run_child(tool: str, path: Path, args: argparse.Namespace) -> dict:
     outcome = json.loads(out.strip().splitlines()[-1])
     outcome["peak_rss_mb"] = outcome.pop("self_rss_mb")
     return outcome
-
-
-def ensure_database(url: str) -> None:
-    if not url.startswith("postgres"):
-        return
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if not exists:
-            connection.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, "DATABASE_URL": url}
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True
-    )
 
 
 def report(tool: str, fmt: str, outcome: dict) -> float:

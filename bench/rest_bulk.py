@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchdb import ROOT, ensure_database, setup_django
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bulkops_bench_rest"
 HOST = "127.0.0.1"
 WORKERS = 2
@@ -70,36 +71,6 @@ def shown_url(url: str) -> str:
 
 
 # -- database and Django, in this process ----------------------------------------------
-
-
-def ensure_database(url: str) -> None:
-    if not url.startswith("postgres"):
-        raise SystemExit(f"This benchmark needs PostgreSQL; DATABASE_URL is {shown_url(url)}.")
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as connection:
-        exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if not exists:
-            connection.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_DEBUG": "0"}
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True
-    )
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_DEBUG"] = "0"  # DEBUG keeps every query in memory
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def prepare_fixtures() -> str:
@@ -359,6 +330,10 @@ def main() -> None:
     if not port_is_free(args.port):
         raise SystemExit(f"Something already listens on {HOST}:{args.port}; pick --port.")
 
+    if not args.database_url.startswith("postgres"):
+        raise SystemExit(
+            f"This benchmark needs PostgreSQL; DATABASE_URL is {shown_url(args.database_url)}."
+        )
     ensure_database(args.database_url)
     setup_django(args.database_url)
     token = prepare_fixtures()
