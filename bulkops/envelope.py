@@ -23,6 +23,7 @@ from django.http import HttpRequest
 
 from .conf import ATOMIC_CHOICES, bulkops_settings
 from .engine import SourceRow, check_options
+from .engine.lookups import SURROGATES
 from .exceptions import BulkOpsError, InvalidOptions
 
 REF = "_ref"
@@ -38,7 +39,6 @@ MAX_REF_LENGTH = 255
 # Lone surrogates and NUL characters can only come from \u escapes in the JSON text,
 # so the (rare) scan for them runs only when the raw body holds such an escape.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 NULL_MESSAGE = "Null characters are not allowed."
 SURROGATE_MESSAGE = "Surrogate characters are not allowed: U+{:X}."
 
@@ -272,7 +272,7 @@ def _bad_characters(value: Any) -> str | None:
         if isinstance(value, str):
             if "\x00" in value:
                 return NULL_MESSAGE
-            match = _SURROGATE.search(value)
+            match = SURROGATES.search(value)
             if match is not None:
                 return SURROGATE_MESSAGE.format(ord(match.group()))
         elif isinstance(value, Mapping):

@@ -98,9 +98,10 @@ def astuple(result: RowResult) -> tuple:
     )
 
 
-class ParallelValidation:
-    """A pool of forked validators; ``map`` yields, in order, each chunk pickled and
-    packed, its size, its number of invalid rows and the batch keys of its valid rows."""
+class ChunkWorkers:
+    """A pool of forked workers: ``map`` validates chunks (yielding, in order, each chunk
+    pickled and packed, its size, its number of invalid rows and the batch keys of its
+    rows); ``write`` writes them when chunks commit independently."""
 
     def __init__(
         self,
@@ -131,7 +132,7 @@ class ParallelValidation:
         self.pool.terminate()
         self.pool.join()
 
-    def __enter__(self) -> ParallelValidation:
+    def __enter__(self) -> ChunkWorkers:
         return self
 
     def __exit__(self, *exc: object) -> None:

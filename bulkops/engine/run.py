@@ -22,7 +22,7 @@ from rest_framework import serializers
 from ..conf import ATOMIC_CHOICES, bulkops_settings
 from ..exceptions import InvalidOptions
 from ..results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, BatchResult, RowResult
-from .parallel import ParallelValidation, workers_for
+from .parallel import ChunkWorkers, workers_for
 from .rows import SourceRow
 from .store import ChunkStore, CompactRows, prefetched
 from .validate import CREATE, DELETE, UPDATE, ChunkValidator, PreparedRow
@@ -236,7 +236,7 @@ class _Run:
         self.on_progress = on_progress
         self.after_write = after_write
         self.invalid_rows = 0
-        self.pool: ParallelValidation | None = None  # worker processes, when pass 1 used them
+        self.pool: ChunkWorkers | None = None  # worker processes, when pass 1 used them
 
     def _progress(self, stage: str, done: int) -> None:
         if self.on_progress is not None:
@@ -263,7 +263,7 @@ class _Run:
                     break
         else:
             return
-        self.pool = pool = ParallelValidation(self.validator, workers, store.pack, store.unpack)
+        self.pool = pool = ChunkWorkers(self.validator, workers, store.pack, store.unpack)
         merge = self.validator.merge_batch_keys
         for pickled, size, invalid, keys in pool.map(chunks):
             merge(*keys)

@@ -9,7 +9,7 @@ from project.catalog.models import Category, Product
 from project.catalog.serializers import ProductSerializer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ParallelValidation = run_module.ParallelValidation
+ChunkWorkers = run_module.ChunkWorkers
 
 
 def _rows(count):
@@ -34,8 +34,8 @@ def _run(settings, monkeypatch, workers, atomic="none"):
     calls = []
     monkeypatch.setattr(
         run_module,
-        "ParallelValidation",
-        _spy(ParallelValidation, calls),
+        "ChunkWorkers",
+        _spy(ChunkWorkers, calls),
     )
 
     def race(stage, done):
