@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -207,12 +208,19 @@ class _Column:
             return _DEFER
         return _run(self.field, value)
 
-    def values(self, column: list) -> list:
+    def values(self, column: list) -> tuple[list, list[int]]:
+        """Each cell's validated value or _Outcome, and the positions of the _Outcomes."""
         miss = self.prepare()
         kinds = set(map(type, column))
         if kinds <= _EQUAL_MEANS_SAME and not (int in kinds and bool in kinds):
             table = {value: miss(value) for value in set(column)}
-            return list(map(table.__getitem__, column))
+            return list(map(table.__getitem__, column)), _positions(table, column)
+        if kinds == {float}:  # spreadsheet numbers: keyed by repr, -0.0 apart from 0.0
+            keys = list(map(repr, column))
+            table = {
+                key: miss(value) for key, value in dict(zip(keys, column, strict=True)).items()
+            }
+            return list(map(table.__getitem__, keys)), _positions(table, keys)
         return self.one_by_one(column, miss)
 
     def prepare(self) -> Callable[[Any], Any]:
@@ -220,26 +228,34 @@ class _Column:
         return self.miss
 
     @staticmethod
-    def one_by_one(column: list, miss: Callable[[Any], Any]) -> list:
+    def one_by_one(column: list, miss: Callable[[Any], Any]) -> tuple[list, list[int]]:
         cache: dict[Any, Any] = {}
-        out = []
-        for value in column:
+        out, positions = [], []
+        for position, value in enumerate(column):
             key = _cache_key(value)
             if key is None:
-                out.append(miss(value))
-                continue
-            outcome = cache.get(key, _MISSING)
-            if outcome is _MISSING:
-                outcome = cache[key] = miss(value)
+                outcome = miss(value)
+            else:
+                outcome = cache.get(key, _MISSING)
+                if outcome is _MISSING:
+                    outcome = cache[key] = miss(value)
+            if type(outcome) is _Outcome:
+                positions.append(position)
             out.append(outcome)
-        return out
+        return out, positions
+
+
+def _positions(table: dict, keys: list) -> list[int]:
+    """Where in ``keys`` the keys whose outcome in ``table`` is an _Outcome are."""
+    odd = {key for key, outcome in table.items() if type(outcome) is _Outcome}
+    return [i for i, key in enumerate(keys) if key in odd] if odd else []
 
 
 class _PerRow(_Column):
     strategy = PER_ROW
 
-    def values(self, column: list) -> list:
-        return [_DEFER] * len(column)
+    def values(self, column: list) -> tuple[list, list[int]]:
+        return [_DEFER] * len(column), list(range(len(column)))
 
 
 class _Text(_Column):
@@ -247,7 +263,7 @@ class _Text(_Column):
 
     strategy = TEXT
 
-    def values(self, column: list) -> list:
+    def values(self, column: list) -> tuple[list, list[int]]:
         field = self.field
         low, high = 0, None
         for validator in field.validators:
@@ -262,11 +278,11 @@ class _Text(_Column):
             if min(lengths) >= max(low, 1) and (high is None or max(lengths) <= high):
                 joined = "".join(texts)
                 if "\x00" not in joined and lookups.SURROGATES.search(joined) is None:
-                    return texts
+                    return texts, []
         cache: dict[Any, Any] = {}
         miss = self.miss
-        out = []
-        for value in column:
+        out, positions = [], []
+        for position, value in enumerate(column):
             if type(value) is str:
                 text = value.strip() if trim else value
                 if (
@@ -280,27 +296,23 @@ class _Text(_Column):
                     continue
             key = _cache_key(value)
             if key is None:
-                out.append(miss(value))
-                continue
-            outcome = cache.get(key, _MISSING)
-            if outcome is _MISSING:
-                outcome = cache[key] = miss(value)
+                outcome = miss(value)
+            else:
+                outcome = cache.get(key, _MISSING)
+                if outcome is _MISSING:
+                    outcome = cache[key] = miss(value)
+            if type(outcome) is _Outcome:
+                positions.append(position)
             out.append(outcome)
-        return out
+        return out, positions
 
 
-def _range_checks(field: f.Field) -> list[tuple[bool, Any]]:
-    """(is_max, limit) of the field's Min/MaxValueValidators, as Django compares them."""
-    return [(type(v) is dj.MaxValueValidator, v.limit_value) for v in field.validators]
-
-
-def _in_range(value: Any, checks: list[tuple[bool, Any]]) -> bool:
-    """True when no validator would refuse ``value``; an error in comparing is a refusal
-    here too (DRF then gives its own outcome)."""
-    try:
-        return not any((value > limit) if is_max else (value < limit) for is_max, limit in checks)
-    except Exception:
-        return False
+def _limits(field: f.Field) -> tuple[tuple, tuple]:
+    """The limits of the field's Min/MaxValueValidators (Django refuses ``value < low``
+    and ``value > high``)."""
+    lows = tuple(v.limit_value for v in field.validators if type(v) is dj.MinValueValidator)
+    highs = tuple(v.limit_value for v in field.validators if type(v) is dj.MaxValueValidator)
+    return lows, highs
 
 
 class _Integer(_Column):
@@ -309,7 +321,7 @@ class _Integer(_Column):
     strategy = INTEGER
 
     def prepare(self) -> Callable[[Any], Any]:
-        checks = _range_checks(self.field)
+        lows, highs = _limits(self.field)
         run = super().miss
 
         def miss(value: Any) -> Any:
@@ -320,7 +332,16 @@ class _Integer(_Column):
                 number = value
             else:
                 return run(value)
-            return number if _in_range(number, checks) else run(value)
+            try:
+                for limit in lows:
+                    if number < limit:
+                        return run(value)
+                for limit in highs:
+                    if number > limit:
+                        return run(value)
+            except Exception:  # not comparable: DRF says what it says
+                return run(value)
+            return number
 
         return miss
 
@@ -331,9 +352,36 @@ class _Decimal(_Column):
 
     strategy = DECIMAL
 
+    def values(self, column: list) -> tuple[list, list[int]]:
+        if column and set(map(type, column)) == {float}:  # as in _Column, but repr once
+            keys = list(map(repr, column))
+            number_of = self.prepare_text()
+            pairs = dict(zip(keys, column, strict=True))
+            table = {key: number_of(key, value) for key, value in pairs.items()}
+            return list(map(table.__getitem__, keys)), _positions(table, keys)
+        return super().values(column)
+
     def prepare(self) -> Callable[[Any], Any]:
+        number_of = self.prepare_text()
+        run = super().prepare()
+
+        def miss(value: Any) -> Any:
+            kind = type(value)
+            if kind is str:
+                return number_of(value, value)
+            if kind is int and -_EXACT_INT < value < _EXACT_INT:
+                return number_of(str(value), value)
+            if kind is float:
+                return number_of(repr(value), value)
+            return run(value)
+
+        return miss
+
+    def prepare_text(self) -> Callable[[str, Any], Any]:
+        """``number_of(text, value)``: DRF's outcome for ``value``, whose smart_str is
+        ``text``."""
         field = self.field
-        checks = _range_checks(field)
+        lows, highs = _limits(field)
         max_digits, places = field.max_digits, field.decimal_places
         max_whole = field.max_whole_digits
         rounding = field.rounding
@@ -342,18 +390,13 @@ class _Decimal(_Column):
         if max_digits is not None:
             context.prec = max_digits
         quantum = decimal.Decimal(1).scaleb(-places) if places is not None else None
+        # With max_digits set, the checks below keep the quantized number within the
+        # context's precision, so quantizing is padding the text with zeros.
+        pad = places is not None and max_digits is not None
         run = super().miss
+        Decimal = decimal.Decimal
 
-        def miss(value: Any) -> Any:
-            kind = type(value)
-            if kind is str:
-                text = value
-            elif kind is int and -_EXACT_INT < value < _EXACT_INT:
-                text = str(value)
-            elif kind is float:
-                text = repr(value)
-            else:
-                return run(value)
+        def number_of(text: str, value: Any) -> Any:
             match = _DECIMAL_TEXT.fullmatch(text) if len(text) <= 64 else None
             if match is None:
                 return run(value)
@@ -373,14 +416,25 @@ class _Decimal(_Column):
             ):
                 return run(value)
             try:
-                number = decimal.Decimal(text)
-                if quantum is not None:
-                    number = number.quantize(quantum, rounding=rounding, context=context)
-            except Exception:
+                if pad:
+                    if decimals < places:
+                        text += "0" * (places - decimals) if fraction else "." + "0" * places
+                    number = Decimal(text)
+                else:
+                    number = Decimal(text)
+                    if quantum is not None:
+                        number = number.quantize(quantum, rounding=rounding, context=context)
+                for limit in lows:
+                    if number < limit:
+                        return run(value)
+                for limit in highs:
+                    if number > limit:
+                        return run(value)
+            except Exception:  # signals of the context, incomparable limits: DRF's outcome
                 return run(value)
-            return number if _in_range(number, checks) else run(value)
+            return number
 
-        return miss
+        return number_of
 
 
 def _drf_base(field: f.Field) -> type | None:
@@ -490,31 +544,34 @@ class ColumnPlan:
     def validate_columns(self, rows: Sequence[Any]) -> ValidatedColumns:
         """Validate every column-safe field over ``rows``; per-row work waits for the row."""
         rows = list(rows)
-        whole = set()
-        if self.columnar:
-            for index, row in enumerate(rows):
-                if not isinstance(row, Mapping) or hasattr(row, "getlist"):
-                    whole.add(index)
         if not self.columnar:
             return ValidatedColumns(self, rows, [], set(range(len(rows))), set())
+        plain = set(map(type, rows)) == {dict}
+        whole = (
+            set()
+            if plain
+            else {
+                index
+                for index, row in enumerate(rows)
+                if not isinstance(row, Mapping) or hasattr(row, "getlist")
+            }
+        )
         outs = []
-        bad: set[int] = set(whole)
+        odd: set[int] = set(whole)
         for (name, _, _), column in zip(self.fields, self.columns, strict=True):
-            cells = (
-                [
-                    empty if index in whole else row.get(name, empty)
-                    for index, row in enumerate(rows)
-                ]
-                if whole
-                else [row.get(name, empty) for row in rows]
-            )
-            out = column.values(cells)
-            if column.strategy == PER_ROW:
-                bad.update(range(len(rows)))
+            if plain:
+                try:  # every row has the key: the common case, at C speed
+                    cells = list(map(operator.itemgetter(name), rows))
+                except KeyError:
+                    cells = [row.get(name, empty) for row in rows]
             else:
-                bad.update(i for i, outcome in enumerate(out) if type(outcome) is _Outcome)
+                cells = [
+                    empty if i in whole else row.get(name, empty) for i, row in enumerate(rows)
+                ]
+            out, positions = column.values(cells)
+            odd.update(positions)
             outs.append(out)
-        return ValidatedColumns(self, rows, outs, whole, bad)
+        return ValidatedColumns(self, rows, outs, whole, odd)
 
     def to_internal_values(self, rows: Sequence[Any]) -> list[tuple[dict | None, Any]]:
         """Per row ``(validated, None)`` or ``(None, error_detail)``: what DRF's
