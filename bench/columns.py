@@ -2,7 +2,7 @@
 
     python bench/columns.py --rows 200000
     python bench/columns.py --rows 200000 --cells typed  # spreadsheet cells: float, int, bool, date
-    python bench/columns.py --rows 20000 --profile        # pyinstrument profile of the column run
+    python bench/columns.py --rows 20000 --profile        # pyinstrument (pip install it) profile
 
 Rows are shaped like bench/import_throughput.py's (20 repeating categories, a few
 thousand prices, quantities 0-499, true/false, a few hundred dates; unique skus and

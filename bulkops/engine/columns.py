@@ -507,10 +507,10 @@ def _engine_to_internal_value() -> Any:
 class ColumnPlan:
     """How one serializer instance's writable fields are validated a column at a time.
 
-    Build it once per batch, after the engine has prepared the serializer (relation
-    resolvers in place, unique validators taken off); then per chunk call
-    ``validate_columns(rows)`` and ask the result for each row, or call
-    ``to_internal_values(rows)`` for the whole list at once.
+    Build it once per batch; then per chunk call ``validate_columns(rows)`` and ask the
+    result for each row, or call ``to_internal_values(rows)`` for the whole list. Each
+    field's strategy is decided again per chunk (a few attribute reads a field), so a
+    validator or resolver the engine adds or removes later is honoured.
     """
 
     def __init__(self, serializer: serializers.Serializer) -> None:
@@ -525,7 +525,6 @@ class ColumnPlan:
         )
         writable = list(serializer._writable_fields) if self.columnar else []
         self.fields = [(field.field_name, field.source_attrs, field) for field in writable]
-        self.columns = [_column_for(serializer, field) for field in writable]
         self.keys = [attrs[0] for _, attrs, _ in self.fields]
         self.flat = all(len(attrs) == 1 for _, attrs, _ in self.fields)
 
@@ -533,12 +532,15 @@ class ColumnPlan:
     def for_serializer(cls, serializer: serializers.Serializer) -> ColumnPlan:
         return cls(serializer)
 
+    def columns(self) -> list[_Column]:
+        return [_column_for(self.serializer, field) for _, _, field in self.fields]
+
     @property
     def strategies(self) -> dict[str, str]:
         """Field name -> strategy ("text", "integer", "decimal", "distinct", "per-row")."""
         return {
             name: column.strategy
-            for (name, _, _), column in zip(self.fields, self.columns, strict=True)
+            for (name, _, _), column in zip(self.fields, self.columns(), strict=True)
         }
 
     def validate_columns(self, rows: Sequence[Any]) -> ValidatedColumns:
@@ -558,7 +560,7 @@ class ColumnPlan:
         )
         outs = []
         odd: set[int] = set(whole)
-        for (name, _, _), column in zip(self.fields, self.columns, strict=True):
+        for (name, _, _), column in zip(self.fields, self.columns(), strict=True):
             if plain:
                 try:  # every row has the key: the common case, at C speed
                     cells = list(map(operator.itemgetter(name), rows))

@@ -31,6 +31,7 @@ from rest_framework.exceptions import ErrorDetail, ValidationError
 
 from bulkops.engine.columns import ColumnPlan
 from bulkops.engine.lookups import SURROGATE_CHECK, RelationResolver
+from bulkops.engine.validate import ChunkValidator
 from project.catalog.models import Category
 
 MISSING = object()  # a cell whose key the row does not have
@@ -228,15 +229,16 @@ look_alikes = st.sampled_from(
 
 
 @st.composite
-def columns(draw, cells, width=2):
+def columns(draw, cells, width=2, own=False):
     """Rows of ``width`` columns named a, b, ... Each column samples a small pool (so
     equal cells repeat) drawn from some of ``cells`` (so a column of only valid text
-    happens often), by a Hypothesis-seeded random: many rows per example."""
-    cells = [*cells, look_alikes]
+    happens often), by a Hypothesis-seeded random: many rows per example. ``own``:
+    column i draws from ``cells[i]``, ``common`` and look-alikes only."""
     pools = []
-    for _ in range(width):
-        chosen = draw(st.sets(st.sampled_from(range(len(cells))), min_size=1))
-        strategy = st.one_of(*(cells[i] for i in sorted(chosen)))
+    for column in range(width):
+        kinds = [cells[column], common, look_alikes] if own else [*cells, look_alikes]
+        chosen = draw(st.sets(st.sampled_from(range(len(kinds))), min_size=1))
+        strategy = st.one_of(*(kinds[i] for i in sorted(chosen)))
         pools.append(draw(st.lists(strategy, min_size=1, max_size=10)))
     random = draw(st.randoms(use_true_random=True))
     choose = random.choice
@@ -477,6 +479,55 @@ def test_related_columns_equal_drf_per_row():
     assert sum(compared) >= MIN_CELLS
 
 
+# -- the catalog's serializers, as the engine prepares them -------------------------
+
+CATALOG_CELLS = {
+    "sku": st.sampled_from(["SKU-1", " SKU-2 ", "", "x" * 65, "S\x00", 12]),
+    "name": short_text | any_text,
+    "category": st.sampled_from(["Tools", "Garden", "Nope", " Tools", None, 1]),
+    "price": digit_text | floats | st.sampled_from(["-1", "1e3", "12345678.9", "0.001"]),
+    "quantity": digit_text | ints | st.sampled_from(["-0", " 3 ", "2.0"]),
+    "active": st.sampled_from(["true", "false", "1", "0", "yes", "maybe", True, 0, None]),
+    "released": st.sampled_from(["2024-01-31", "2024-02-30", "", None]) | st.dates(),
+    "email": st.sampled_from(["ann@example.com", "bob@example.com", "no", " ann@example.com "]),
+    "country": st.sampled_from(["DE", "de", "DEU", "", None]),
+    "customer": st.sampled_from(["ann@example.com", "nobody@example.com", ""]),
+    "product": st.sampled_from(["P-1", "P-2", "p-1", None]),
+    "placed_at": datetimes | st.sampled_from(["2024-01-31T12:00:00Z", "2024-01-31", "yesterday"]),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["create", "update"])
+@pytest.mark.parametrize("name", ["ProductSerializer", "CustomerSerializer", "OrderSerializer"])
+def test_catalog_serializers_as_the_engine_prepares_them(name, mode):
+    from project.catalog import serializers as catalog
+    from tests.factories import CustomerFactory, ProductFactory
+
+    tools = Category.objects.create(name="Tools")
+    Category.objects.create(name="Garden")
+    CustomerFactory(email="ann@example.com")
+    ProductFactory(sku="P-1", category=tools)
+    ProductFactory(sku="P-2", category=tools)
+    validator = ChunkValidator(serializer_class=getattr(catalog, name), mode=mode)
+    serializer = validator.serializer
+    plan = ColumnPlan.for_serializer(serializer)
+    assert plan.columnar
+    assert "per-row" not in plan.strategies.values()
+    names = list(plan.strategies)
+
+    @settings(EXAMPLES, max_examples=40)
+    @given(st.data())
+    def check(data):
+        rows = data.draw(columns([CATALOG_CELLS[n] for n in names], len(names), own=True))
+        rows = [{names["abcdefgh".index(k)]: v for k, v in row.items()} for row in rows]
+        for resolver in validator.relations:
+            resolver.prefetch([types.SimpleNamespace(values=r, errors=None) for r in rows])
+        assert_same_as_drf(serializer, rows)
+
+    check()
+
+
 # -- which fields take which path ----------------------------------------------------
 
 
@@ -598,8 +649,8 @@ def stateful_serializer():
     return Stateful()
 
 
+@settings(EXAMPLES, max_examples=80)
 @given(st.data())
-@EXAMPLES
 def test_per_row_fields_run_in_row_order_with_the_rows_instance(data):
     cells = st.sampled_from(
         ["ok", "bad", "toolong", "", "ann", "bob", "1.5", "x" * 9, MISSING, None, 3]
@@ -854,6 +905,16 @@ def test_options_are_read_per_chunk():
     )
     assert first[0][0] == {"when": datetime.date(2024, 1, 1), "name": "a"}
     assert second[0][0] is None and second[1][0]["when"] == datetime.date(2024, 1, 1)
+
+    def no_a(value):
+        if value == "a":
+            raise serializers.ValidationError("no a")
+
+    serializer.fields["name"].validators.append(no_a)  # after the plan was made
+    assert plan.strategies["name"] == "per-row"
+    assert plan.to_internal_values([{"when": "01/01/2024", "name": "a"}]) == [
+        (None, {"name": ["no a"]})
+    ]
 
 
 @pytest.mark.django_db
