@@ -12,7 +12,7 @@ from bulkops.engine.readers.headers import (
     map_headers,
     normalise_header,
 )
-from bulkops.exceptions import InvalidOptions, MissingColumns, UnreadableFile
+from bulkops.exceptions import MissingColumns, UnreadableFile
 from project.catalog.serializers import CustomerSerializer, OrderSerializer, ProductSerializer
 
 
