@@ -14,8 +14,7 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection, connections, transaction
 
-from bulkops.engine import Batch, SourceRow, StagedChunk, run_batch
-from bulkops.engine import batch as batch_module
+from bulkops.engine import Batch, SourceRow, StagedChunk, retry, run_batch
 from project.catalog.models import Category, Product
 from project.catalog.serializers import ProductSerializer
 from tests.factories import ProductFactory, ProductItemFactory
@@ -374,7 +373,7 @@ def deadlock():
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(batch_module, "BACKOFF_SECONDS", 0)
+    monkeypatch.setattr(retry, "BACKOFF_SECONDS", 0)
 
 
 @pytest.mark.django_db
