@@ -460,3 +460,67 @@ def test_a_real_deadlock_between_two_writers_is_retried(no_backoff):
     assert sorted(len(outcome[n][1]) for n in "LR") == [1, 2]  # one lost once, ran again
     assert sorted(Product.objects.values_list("sku", flat=True)) == ["L-1", "L-2", "R-1", "R-2"]
     assert tools.pk
+
+
+def count_from_another_connection():
+    """Products another connection sees (a thread has its own connection)."""
+    seen = []
+
+    def count():
+        try:
+            seen.append(Product.objects.count())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    thread.join(10)
+    return seen[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serialises its writers")
+@pytest.mark.django_db(transaction=True)
+def test_in_transaction_runs_before_the_chunk_commits():
+    Category.objects.create(name="Tools")
+    batch = Batch(serializer_class=ProductSerializer, mode="create", atomic="none")
+    staged = batch.validate_chunk(0, [item("A"), item("B")])
+    seen = []
+
+    def look(results):
+        seen.append((Product.objects.count(), count_from_another_connection()))
+
+    batch.write_chunk(staged, look)
+
+    assert seen == [(2, 0)]  # written, not yet committed
+    assert count_from_another_connection() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("atomic", ["none", "chunk", "all"])
+def test_run_batch_hands_each_chunk_its_results_in_the_transaction(tools, atomic):
+    rows = [item(f"A-{i}") for i in range(5)]
+    rows[3]["price"] = "-1"
+    calls = []
+
+    def record(results):
+        calls.append(([r.index for r in results], [r.status for r in results]))
+
+    result = run_batch(
+        serializer_class=ProductSerializer,
+        rows=rows,
+        mode="create",
+        atomic=atomic,
+        chunk_size=2,
+        in_transaction=record,
+    )
+
+    assert [status for _, statuses in calls for status in statuses] == [
+        r.status for r in result.results
+    ]
+    assert [indexes for indexes, _ in calls] == [[0, 1], [2, 3], [4]]
+    expected = {
+        "none": ["created", "created", "created", "error", "created"],
+        "chunk": ["created", "created", "rolled_back", "error", "created"],
+        "all": ["rolled_back", "rolled_back", "rolled_back", "error", "rolled_back"],
+    }[atomic]
+    assert [r.status for r in result.results] == expected
