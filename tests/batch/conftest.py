@@ -1,0 +1,34 @@
+"""Fixtures for the batch endpoint: the REST tests' users and clients, and ``send``."""
+
+import pytest
+
+from tests.api.conftest import (  # noqa: F401  (fixtures shared with the REST tests)
+    _empty_cache,
+    _fast_passwords,
+    admin,
+    api,
+    client_for,
+    make_user,
+)
+
+URL = "/api/batch/"
+
+
+def send(client, body, **extra):
+    """POST ``body`` (JSON-encoded unless bytes/str) to the batch endpoint."""
+    if isinstance(body, bytes | str):
+        return client.post(URL, data=body, content_type="application/json", **extra)
+    return client.post(URL, body, format="json", **extra)
+
+
+def by_id(response) -> dict:
+    """The sub-responses of a batch response, by request id."""
+    return {entry["id"]: entry for entry in response.json()["responses"]}
+
+
+@pytest.fixture
+def customer():
+    def make(email: str = "ann@example.com", **values) -> dict:
+        return {"email": email, "name": "Ann", "country": "DE", **values}
+
+    return make
