@@ -153,12 +153,18 @@ class BatchAutoSchema(AutoSchema):
         return ["batch"]
 
     def get_description(self) -> str:  # type: ignore[override]
-        limits = (
+        return (
+            "Run several API requests in one. Each runs through its own endpoint with the "
+            "caller's credentials: the same permissions, throttles, idempotency and "
+            "validation as a direct call. `depends_on` orders requests (a request whose "
+            "dependency failed is 424, not run); `{id.body.path}` in a url or body string "
+            "takes a value from an earlier response. `atomic: true` runs the requests in "
+            "order in one transaction: any status >= 400 rolls every write back. Otherwise "
+            "independent requests run side by side. Responses come in request order.\n\n"
             f"Limits: at most {bulkops_settings.MAX_BATCH_REQUESTS} requests and "
             f"{bulkops_settings.MAX_BYTES} bytes per batch (413 `batch_too_large`); at most "
             f"{bulkops_settings.BATCH_CONCURRENCY} requests run at a time."
         )
-        return f"{super().get_description()}\n\n{limits}".strip()
 
     def get_request_serializer(self) -> Any:
         return batch_request_serializer(bulkops_settings.MAX_BATCH_REQUESTS)()

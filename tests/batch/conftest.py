@@ -32,3 +32,19 @@ def customer():
         return {"email": email, "name": "Ann", "country": "DE", **values}
 
     return make
+
+
+@pytest.fixture
+def category_writes_then_refuses(monkeypatch):
+    """Creating a category writes it, then answers 400 (a view that fails half-way)."""
+    from rest_framework.exceptions import ValidationError
+
+    from project.catalog.models import Category
+    from project.catalog.views import CategoryViewSet
+
+    def write_then_refuse(self, serializer):
+        serializer.save()
+        raise ValidationError({"name": ["Refused after writing."]})
+
+    monkeypatch.setattr(CategoryViewSet, "perform_create", write_then_refuse)
+    return Category

@@ -1,7 +1,7 @@
 """Running a batch: real views, references, failed dependencies, atomic rollback, 500s."""
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 
 from project.catalog.models import Category, Customer, Order, Product
 from project.catalog.views import CategoryViewSet, CustomerViewSet
@@ -445,3 +445,24 @@ def test_method_not_allowed_and_not_found_are_the_views_answers(api, products):
     assert n["status"] == 404
     assert d == {"id": "d", "status": 204, "body": None, "headers": {}}
     assert not Product.objects.filter(pk=products[0].pk).exists()
+
+
+@pytest.mark.parametrize("atomic_requests", [False, True])
+def test_a_requests_transaction_is_the_one_a_direct_call_gets(
+    api, monkeypatch, category_writes_then_refuses, atomic_requests
+):
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", atomic_requests)
+
+    direct = api.post("/api/categories/", {"name": "Direct"}, format="json")
+    batch = send(
+        api,
+        {
+            "requests": [
+                {"id": "b", "method": "POST", "url": "/api/categories/", "body": {"name": "Batch"}}
+            ]
+        },
+    )
+
+    assert direct.status_code == batch.json()["responses"][0]["status"] == 400
+    kept = set(Category.objects.values_list("name", flat=True))
+    assert kept == (set() if atomic_requests else {"Direct", "Batch"})

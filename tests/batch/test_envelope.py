@@ -4,11 +4,14 @@ import json
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.views import APIView
 
 from bulkops.batch.envelope import UrlPolicy, parse_batch_envelope
 from bulkops.batch.views import BatchView
-from bulkops.envelope import InvalidEnvelope
+from bulkops.envelope import BatchTooLarge, InvalidEnvelope
 from project.catalog.models import Category
 from tests.batch.conftest import URL, send
 
@@ -309,3 +312,59 @@ def test_invalid_envelope_is_an_exception_with_the_request_named():
         parse_batch_envelope(body, policy=policy, max_requests=50)
 
     assert caught.value.extra == {"request": {"index": 0, "id": "a"}}
+
+
+# -- any input: a checked envelope or a 400/413, never another exception ------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+IDS = st.sampled_from(["a", "b", "c", "A-1", "", "a.b", 3])
+URLS = st.sampled_from(
+    [
+        "/api/products/",
+        "/api/products/{a.body.id}/",
+        "/api/customers/?q={b.body.x}",
+        "/api/batch/",
+        "/api/%2e%2e/",
+        "//x/api/",
+        "/api/\u00e9/",
+        "/api/products/1/",
+        "/api/products/bulk/",
+        "/api/",
+        "/admin/",
+        "",
+    ]
+)
+REQUESTS = st.fixed_dictionaries(
+    {"id": IDS, "method": st.sampled_from(["GET", "POST", "get", "TRACE", 1]), "url": URLS},
+    optional={
+        "body": st.none()
+        | JSON
+        | st.fixed_dictionaries({"name": st.sampled_from(["{a.body}", "x"])}),
+        "headers": st.none() | st.dictionaries(st.sampled_from(["Prefer", "If-Match", "X"]), JSON),
+        "depends_on": st.none() | st.lists(IDS, max_size=3) | JSON,
+    },
+)
+ENVELOPES = JSON | st.fixed_dictionaries(
+    {"requests": st.lists(REQUESTS, max_size=5) | JSON}, optional={"atomic": JSON}
+)
+
+
+@given(ENVELOPES)
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_input_is_an_envelope_or_a_clear_refusal(data):
+    policy = UrlPolicy(api_prefix="/api/", batch_path="/api/batch/", batch_class=BatchView)
+    try:
+        envelope = parse_batch_envelope(json.dumps(data).encode(), policy=policy, max_requests=4)
+    except (InvalidEnvelope, BatchTooLarge) as exc:
+        assert exc.message
+        return
+    assert sorted(envelope.order) == list(range(len(envelope.requests)))
+    for sub in envelope.requests:
+        assert all(d < len(envelope.requests) for d in sub.depends_on)
+        assert sub.target is not None or sub.has_references
