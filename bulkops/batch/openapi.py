@@ -18,8 +18,9 @@ from ..openapi import (
     DetailErrorSerializer,
     EnumField,
 )
-from .envelope import HEADERS, MAX_HEADER_LENGTH, MAX_URL_LENGTH, METHODS
-from .execution import SELECTED_HEADERS
+from .calls import SELECTED_HEADERS
+from .envelope import HEADERS, MAX_HEADER_LENGTH, METHODS
+from .targets import MAX_URL_LENGTH
 
 
 class BatchMethodField(EnumField):

@@ -16,9 +16,11 @@ from ..conf import bulkops_settings
 from ..envelope import read_body
 from ..exceptions import BulkOpsError
 from ..idempotency import idempotent_response
-from .envelope import UrlPolicy, parse_batch_envelope
-from .execution import BatchRunner, Caller, batch_concurrency
+from .calls import Caller
+from .envelope import parse_batch_envelope
+from .execution import BatchRunner, batch_concurrency
 from .openapi import BatchAutoSchema
+from .targets import UrlPolicy
 
 
 class BatchView(APIView):

@@ -9,7 +9,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.views import APIView
 
-from bulkops.batch.envelope import UrlPolicy, parse_batch_envelope
+from bulkops.batch.envelope import parse_batch_envelope
+from bulkops.batch.targets import UrlPolicy
 from bulkops.batch.views import BatchView
 from bulkops.envelope import BatchTooLarge, InvalidEnvelope
 from project.catalog.models import Category
