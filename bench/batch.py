@@ -111,11 +111,10 @@ def operations(tag: str, product_ids: list[int]) -> list[dict]:
         op("GET", f"/api/products/{pk}/", None, 200)
     for n, pk in enumerate(product_ids[4:7]):
         op("PATCH", f"/api/products/{pk}/", {"quantity": n + 1}, 200)
-    for pk in product_ids[7:9]:
-        sku = f"BASE-{product_ids.index(pk):03d}"
+    for i in (7, 8):
         order = {
             "customer": "buyer@example.com",
-            "product": sku,
+            "product": f"BASE-{i:03d}",
             "quantity": 1,
             "placed_at": PLACED,
         }
