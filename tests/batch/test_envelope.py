@@ -357,7 +357,7 @@ ENVELOPES = JSON | st.fixed_dictionaries(
 
 
 @given(ENVELOPES)
-@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 def test_any_input_is_an_envelope_or_a_clear_refusal(data):
     policy = UrlPolicy(api_prefix="/api/", batch_path="/api/batch/", batch_class=BatchView)
     try:
