@@ -157,6 +157,7 @@ def test_a_reference_to_a_missing_value_is_424_and_does_not_run(api, products, c
 def test_a_url_made_from_references_is_checked_again(api, make_user, client_for):
     Category.objects.create(name="..")  # its name makes a ".." segment: refused, not run
     Category.objects.create(name="a/b")  # "a%2Fb": two segments to the resolver, no route
+    Category.objects.create(name="batch")  # makes /api/batch/: never nested
     response = send(
         api,
         {
@@ -174,11 +175,19 @@ def test_a_url_made_from_references_is_checked_again(api, make_user, client_for)
                     "url": "/api/categories/{l.body.results.1.name}/",
                     "depends_on": ["l"],
                 },
+                {
+                    "id": "nested",
+                    "method": "POST",
+                    "url": "/api/{l.body.results.2.name}/",
+                    "depends_on": ["l"],
+                    "body": {"requests": []},
+                },
             ]
         },
     )
 
-    up, dot = by_id(response)["up"], by_id(response)["dot"]
+    up, dot, nested = (by_id(response)[name] for name in ("up", "dot", "nested"))
+    assert nested["status"] == 424 and "batches cannot be nested" in nested["body"]["message"]
     assert up["status"] == 424
     assert (
         "'/api/categories/../', made from its references, must not have '.' or '..'"
@@ -466,3 +475,41 @@ def test_a_requests_transaction_is_the_one_a_direct_call_gets(
     assert direct.status_code == batch.json()["responses"][0]["status"] == 400
     kept = set(Category.objects.values_list("name", flat=True))
     assert kept == (set() if atomic_requests else {"Direct", "Batch"})
+
+
+def test_a_request_sees_its_own_headers_and_the_callers_credentials(api, monkeypatch):
+    from rest_framework.response import Response
+
+    def echo(self, request, *args, **kwargs):
+        names = ("Prefer", "If-Match", "Idempotency-Key", "Accept", "X-Trace")
+        return Response({name: request.headers.get(name) for name in names})
+
+    monkeypatch.setattr(CategoryViewSet, "list", echo)
+    response = send(
+        api,
+        {
+            "requests": [
+                {
+                    "id": "h",
+                    "method": "GET",
+                    "url": "/api/categories/",
+                    "headers": {"prefer": "respond-async", "If-Match": '"v1"'},
+                },
+                {"id": "plain", "method": "GET", "url": "/api/categories/"},
+            ]
+        },
+        HTTP_IDEMPOTENCY_KEY="batch-key",
+        HTTP_PREFER="return=minimal",
+        HTTP_ACCEPT="*/*",
+        HTTP_X_TRACE="t-1",
+    )
+
+    h, plain = response.json()["responses"]
+    assert h["body"] == {
+        "Prefer": "respond-async",
+        "If-Match": '"v1"',
+        "Idempotency-Key": None,  # the batch's key is the batch's
+        "Accept": "application/json",
+        "X-Trace": "t-1",  # the caller's other headers pass through
+    }
+    assert plain["body"]["Prefer"] is None and plain["body"]["X-Trace"] == "t-1"
