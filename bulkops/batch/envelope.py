@@ -48,10 +48,6 @@ class SubRequest:
     depends_on: tuple[int, ...] = ()
     has_references: bool = False
 
-    @property
-    def label(self) -> str:
-        return f"requests[{self.index}] ({self.id!r})"
-
 
 @dataclass(slots=True)
 class BatchEnvelope:

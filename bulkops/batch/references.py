@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from ..envelope import json_type
+
 ID_CHARACTERS = r"[A-Za-z0-9_-]{1,64}"
 REFERENCE = re.compile(r"\{(" + ID_CHARACTERS + r")\.body((?:\.[^.{}]+)*)\}")
 
@@ -89,21 +91,9 @@ def value_of(reference: Reference, lookup: Lookup) -> Any:
                 value = value[int(step)]
                 continue
         else:
-            problem = f"{reached} is {_json_type(value)}, which has no member {step!r}"
+            problem = f"{reached} is {json_type(value)}, which has no member {step!r}"
         raise UnresolvedReference(f"The reference {reference.text} has no value: {problem}.")
     return value
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "a list" if isinstance(value, list) else "an object"
 
 
 def as_text(value: Any) -> str:
