@@ -513,3 +513,32 @@ def test_a_request_sees_its_own_headers_and_the_callers_credentials(api, monkeyp
         "X-Trace": "t-1",  # the caller's other headers pass through
     }
     assert plain["body"]["Prefer"] is None and plain["body"]["X-Trace"] == "t-1"
+
+
+def test_only_the_selected_response_headers_are_passed_on(api, monkeypatch):
+    from rest_framework.response import Response
+
+    def answer(self, request, *args, **kwargs):
+        headers = {"Location": "/api/categories/7/", "Retry-After": "5", "X-Internal": "no"}
+        return Response({"ok": True}, status=202, headers=headers)
+
+    monkeypatch.setattr(CategoryViewSet, "list", answer)
+
+    response = send(api, {"requests": [{"id": "a", "method": "GET", "url": "/api/categories/"}]})
+
+    assert response.json()["responses"][0] == {
+        "id": "a",
+        "status": 202,
+        "body": {"ok": True},
+        "headers": {"Location": "/api/categories/7/", "Retry-After": "5"},
+    }
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "4", True, None])
+def test_a_bad_batch_concurrency_setting_says_how_to_fix_it(value):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from bulkops.batch.execution import batch_concurrency
+
+    with pytest.raises(ImproperlyConfigured, match="must be a whole number of at least 1"):
+        batch_concurrency(value)
