@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import json
 import math
 import uuid
@@ -134,7 +133,7 @@ class StagedChunk:
         encode_pk = codec.encode_pk
         out = []
         for row in self.rows:
-            values = row.values
+            values: Any = row.values
             if values is not None:
                 if values.keys() == value_keys:
                     values = [
@@ -145,7 +144,7 @@ class StagedChunk:
                     ]
                 else:
                     values = codec.encode_values(values)
-            source = row.source
+            source: Any = row.source
             if type(source) is dict and source.keys() == source_keys:
                 # Text JSON and jsonb both take, or nothing, as it is; the rest tagged.
                 source = [
@@ -180,24 +179,23 @@ class StagedChunk:
     ) -> StagedChunk:
         """The chunk ``to_json`` wrote (as data, or as JSON text), values read back
         per field of ``model``."""
-        if isinstance(data, str | bytes):
-            data = json.loads(data)
-        if data.get("format") != FORMAT:
+        payload: Any = json.loads(data) if isinstance(data, str | bytes) else data
+        if payload.get("format") != FORMAT:
             raise ValueError(
-                f"Staged chunk format {data.get('format')!r} is not {FORMAT}; it was written "
+                f"Staged chunk format {payload.get('format')!r} is not {FORMAT}; it was written "
                 "by another version of bulkops: validate the rows again."
             )
         codec = codec_for(model)
-        columns = data.get("columns") or {}
+        columns = payload.get("columns") or {}
         value_names = tuple(columns.get("values") or ())
         source_names = tuple(columns.get("source") or ())
         decoders = list(zip(value_names, codec.decoders(value_names), strict=True))
         decode = tagged.decode
         decode_pk = codec.decode_pk
         json_plain = tagged.JSON_PLAIN
-        rows = []
+        rows: list[StagedRow] = []
         append = rows.append
-        for index, row, ref, action, pk, values, errors, source in data["rows"]:
+        for index, row, ref, action, pk, values, errors, source in payload["rows"]:
             if type(values) is list:
                 values = {
                     name: v if dec is None or v is None else dec(v)
@@ -224,7 +222,7 @@ class StagedChunk:
                     source,
                 )
             )
-        return cls(data["start"], rows, data.get("keys") or {}, model)
+        return cls(payload["start"], rows, payload.get("keys") or {}, model)
 
 
 # -- values per model field -----------------------------------------------------------------
@@ -339,6 +337,11 @@ class ModelCodec:
         return decode(pk) if decode is not None else pk
 
 
-@functools.cache
+_CODECS: dict[type[models.Model], ModelCodec] = {}
+
+
 def codec_for(model: type[models.Model]) -> ModelCodec:
-    return ModelCodec(model)
+    codec = _CODECS.get(model)
+    if codec is None:
+        codec = _CODECS[model] = ModelCodec(model)
+    return codec

@@ -206,11 +206,10 @@ class ChunkValidator:
             if row.action is None:
                 continue
             if row.instance is not None:
-                key = check.key_of(row.instance.__dict__.get)
+                state = row.instance.__dict__
+                key = check.key_of(state.get)
                 old = before.get(row.index)
-                writes = old is not None and key != check.key_of(
-                    lambda a, old=old, instance=row.instance: old.get(a, instance.__dict__.get(a))
-                )
+                writes = old is not None and key != check.key_of({**state, **old}.get)
             else:
                 key = check.key_of(row.values.get)  # type: ignore[union-attr]
                 writes = True
@@ -257,8 +256,8 @@ class ChunkValidator:
                         if values.get(n) in (None, ""):
                             add_error(row, n, "This field is required.")
                 else:
-                    named = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
-                    add_error(row, nfe, f"Each item must name its object by {named}.")
+                    naming = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
+                    add_error(row, nfe, f"Each item must name its object by {naming}.")
             except ValidationError as exc:
                 add_error(row, "id" if by_id else nk[0], plain_errors(exc.detail)[0])
             except (DjangoValidationError, TypeError, ValueError, OverflowError):
@@ -266,6 +265,7 @@ class ChunkValidator:
         queryset = self.queryset.select_related(*self.select_related)
         connection = connections[self.db]
         found_keys: list[list[Any]] = []
+        found: dict[Any, Any]
         if by_pk:
             found = {}
             for part in in_batches(list(by_pk), connection):
