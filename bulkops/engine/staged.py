@@ -294,29 +294,23 @@ class ModelCodec:
         self.pk_codec = _field_codec(model._meta.pk)  # type: ignore[arg-type]
 
     def encode_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        fields = self.fields
-        out = {}
-        for name, value in values.items():
-            codec = fields.get(name)
-            if codec is None:
-                out[name] = tagged.encode(value)
-            elif value is None or codec[0] is None:
-                out[name] = value
-            else:
-                out[name] = codec[0](value)
-        return out
+        return self._convert(values, 0, tagged.encode)
 
     def decode_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return self._convert(values, 1, tagged.decode)
+
+    def _convert(
+        self, values: Mapping[str, Any], side: int, otherwise: Callable[[Any], Any]
+    ) -> dict[str, Any]:
         fields = self.fields
         out = {}
         for name, value in values.items():
             codec = fields.get(name)
             if codec is None:
-                out[name] = tagged.decode(value)
-            elif value is None or codec[1] is None:
-                out[name] = value
-            else:
-                out[name] = codec[1](value)
+                out[name] = otherwise(value)
+                continue
+            convert = codec[side]
+            out[name] = value if value is None or convert is None else convert(value)
         return out
 
     def encoders(self, names: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
