@@ -116,7 +116,8 @@ class Batch:
         staged = self.validator.validate(start, rows)
         if track_duplicates:
             self._tracking = True
-            self._tracked.add(staged)
+            if staged.rows:
+                self._tracked.add(self.chunk_keys(staged), is_file_row=staged.rows[0].is_file_row)
             self._tracked_invalid += staged.invalid
         return staged
 
