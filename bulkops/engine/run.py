@@ -163,6 +163,7 @@ def run_batch(
     on_row: Callable[[RowResult], None] | None = None,
     on_progress: ProgressCallback | None = None,
     after_write: WriteHook | None = None,
+    check_target: Callable[[Any], str | None] | None = None,
 ) -> BatchResult:
     """Validate every row, then write them in chunks; return one result per row.
 
@@ -177,6 +178,9 @@ def run_batch(
     (stage ``"validate"`` then ``"write"``); ``after_write(action, instances)``
     runs inside the transaction after each chunk's successful write — the place
     for what ``post_save`` receivers would do, since bulk writes send no signals.
+    ``check_target(instance)`` is asked for every object an update, upsert or delete
+    found (the REST door checks object permissions there): a message refuses the
+    object and becomes that row's ``non_field_errors``.
     """
     atomic, chunk_size = check_options(mode=mode, atomic=atomic, chunk_size=chunk_size)
     if natural_key is None:
@@ -187,6 +191,7 @@ def run_batch(
         natural_key=natural_key or (),
         context=context,
         queryset=queryset,
+        check_target=check_target,
     )
     result = BatchResult(
         mode=mode, atomic=atomic, dry_run=dry_run, keep_results=keep_results, on_row=on_row

@@ -18,7 +18,7 @@ own, per row, so a project's serializer rules keep working untouched.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,8 +141,10 @@ class ChunkValidator:
         natural_key: Sequence[str] = (),
         context: dict[str, Any] | None = None,
         queryset: Any = None,
+        check_target: Callable[[models.Model], str | None] | None = None,
     ) -> None:
         self.mode = mode
+        self.check_target = check_target
         self.natural_key = tuple(natural_key)
         self.serializer = batch_serializer_class(serializer_class)(
             context=context or {}, partial=mode == "update"
@@ -251,6 +253,13 @@ class ChunkValidator:
                 add_error(row, NON_FIELD, f"Invalid data. Expected a dictionary, but got {kind}.")
         if self.mode != CREATE:
             self._find_targets(rows)
+            if self.check_target is not None:
+                for row in rows:
+                    if row.instance is not None and row.errors is None:
+                        refusal = self.check_target(row.instance)
+                        if refusal is not None:
+                            add_error(row, NON_FIELD, refusal)
+                            row.instance, row.action = None, None
         if self.mode == DELETE:
             return rows
         for resolver in self.relations:

@@ -4,6 +4,7 @@ processes, chunked bodies, connections that end early."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,19 +102,27 @@ class LiveServer:
         finally:
             connection.close()
 
-    def raw(self, data: bytes, *, close_write: bool = True) -> bytes:
-        """Send ``data`` as it is on a new connection, end our side, read the answer."""
+    def raw(self, data: bytes) -> bytes:
+        """Send ``data`` as it is on a new connection, end our side, return the answer.
+
+        The answer is read while ``data`` is still being sent: a server that answers
+        before it has read the whole body (413) closes the connection under the rest.
+        """
+        answer: list[bytes] = []
         with socket.create_connection((HOST, self.port), timeout=30) as conn:
-            conn.sendall(data)
-            if close_write:
+
+            def read() -> None:
+                with contextlib.suppress(OSError):
+                    while chunk := conn.recv(65536):
+                        answer.append(chunk)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            with contextlib.suppress(OSError):  # the server stopped reading: fine
+                conn.sendall(data)
                 conn.shutdown(socket.SHUT_WR)
-            chunks = []
-            while True:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        return b"".join(chunks)
+            reader.join(30)
+        return b"".join(answer)
 
     def log_tail(self) -> str:
         self.log.seek(0)
