@@ -16,6 +16,7 @@ bounds which objects an update or delete can reach.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from typing import Any
@@ -42,6 +43,10 @@ from .results import ERROR, BatchResult, RowResult
 from .throttling import BulkItemThrottle
 
 logger = logging.getLogger("bulkops.rest")
+
+# Until the engine's in_transaction seam lands on main, item keys are recorded after
+# the engine returns (ItemKeys.finish); with it, in each chunk's transaction.
+ENGINE_IN_TRANSACTION = "in_transaction" in inspect.signature(run_batch).parameters
 
 # action (viewset method) -> engine mode
 BULK_ACTIONS = {
@@ -96,6 +101,8 @@ class BulkMixin:
     bulk_default_atomic: str | None = None
     bulk_throttle_classes: list[type] = [BulkItemThrottle]
     _bulk_outcomes: list[RowResult] | None = None
+    _bulk_item_keys: ItemKeys | None = None
+    _bulk_keys_in_transaction = False
     schema = BulkAutoSchema()
 
     @action(
@@ -236,6 +243,19 @@ class BulkMixin:
             if on_row is not None:
                 on_row(row)
 
+        keys = self._bulk_item_keys
+        if keys is not None and keys.claimed and ENGINE_IN_TRANSACTION:
+            # Item keys' outcomes commit with their items (ItemKeys.record).
+            theirs = engine_options.pop("in_transaction", None)
+
+            def in_transaction(results: list[RowResult]) -> None:
+                keys.record(results)
+                if theirs is not None:
+                    theirs(results)
+
+            engine_options["in_transaction"] = in_transaction
+            self._bulk_keys_in_transaction = True
+
         engine_options.setdefault("check_target", self.get_bulk_target_check())
         return run_batch(
             serializer_class=self.get_serializer_class(),  # type: ignore[attr-defined]
@@ -300,7 +320,9 @@ class BulkMixin:
             keys = ItemKeys.claim(
                 user=request.user,
                 model=self.get_queryset().model,  # type: ignore[attr-defined]
+                mode=self.get_bulk_mode() or "",
                 keys=envelope.item_keys,
+                items={index: envelope.rows[index].values for index in envelope.item_keys},
                 refs={index: envelope.rows[index].ref for index in envelope.item_keys},
                 dry_run=envelope.options.dry_run,
             )
@@ -313,6 +335,9 @@ class BulkMixin:
                     row.errors.setdefault(name, []).extend(messages)
                 rows.append(row)
                 positions.append(index)
+            keys.positions = positions
+            self._bulk_item_keys = keys
+            self._bulk_keys_in_transaction = False
             self._bulk_outcomes = None
             try:
                 result = perform(items=rows, options=envelope.options)
@@ -325,7 +350,8 @@ class BulkMixin:
             except BaseException:
                 keys.release()
                 raise
-            return Response(keys.settle(result, positions).as_dict())
+            result = keys.finish(result, recorded_by_engine=self._bulk_keys_in_transaction)
+            return Response(result.as_dict())
 
         return idempotent_response(request, body=envelope.body, run=run)
 
