@@ -3,11 +3,12 @@
     {"items": [{...}, ...], "atomic": "none", "dry_run": false, "chunk_size": 500}
 
 The body is read here, not by DRF's parsers, so that its size is checked against
-``MAX_BYTES`` before it is read (from ``Content-Length``) and while it is read (for
-a request without one), and so that every problem is answered as the contract words
-it: 400 ``invalid_envelope`` saying what is wrong and where, 413 ``batch_too_large``
-with ``limit`` and ``received``. A problem with one item is that item's error, not
-the request's.
+``MAX_BYTES`` before it is read (from ``Content-Length``), while it is read (a chunked
+request has none) and while it is unpacked (``Content-Encoding: gzip``), and so that
+every problem is answered as the contract words it: 400 ``invalid_envelope`` saying
+what is wrong and where, 413 ``batch_too_large`` with ``limit`` and ``received``, DRF's
+415 for a body that is not JSON of a media type the view's parsers accept. A problem
+with one item is that item's error, not the request's.
 """
 
 from __future__ import annotations
