@@ -401,9 +401,22 @@ def is_json_media_type(media_type: str) -> bool:
     )
 
 
+def has_body(request: HttpRequest) -> bool:
+    """Whether the request announces a body (a length, or chunks)."""
+    if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return True
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > 0
+    except ValueError:
+        return True
+
+
 def check_media_type(request: Request) -> None:
     """415, with DRF's body, unless the body is JSON of a media type one of the view's
-    parsers accepts (no ``Content-Type`` is 415 too: DRF would not parse it either)."""
+    parsers accepts (no ``Content-Type`` is 415 too: DRF would not parse it either).
+    A request without a body is left to the envelope check, which says it is empty."""
+    if not has_body(request._request):
+        return
     media_type = request.content_type
     parser = request.negotiator.select_parser(request, request.parsers)
     if parser is None or not is_json_media_type(media_type):

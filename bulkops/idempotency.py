@@ -227,7 +227,6 @@ class ItemKeys:
         self.errors: dict[int, dict[str, list[str]]] = {}
         # Engine row i is request item positions[i] (replayed items are not sent).
         self.positions: list[int] = []
-        self.recorded: set[str] = set()
 
     @classmethod
     def claim(
@@ -364,7 +363,7 @@ class ItemKeys:
         for start in range(0, len(keys), _LOOKUP_BATCH):
             part = keys[start : start + _LOOKUP_BATCH]
             held.update(mine.filter(key__in=part).values_list("key", flat=True))
-        lost = [key for key in keys if key not in held and key not in self.recorded]
+        lost = [key for key in keys if key not in held]
         if lost:
             raise ItemKeyLost(
                 f"{len(lost)} {IDEMPOTENCY_KEY}(s) of this request were taken over by another "
@@ -390,7 +389,6 @@ class ItemKeys:
             unique_fields=["user", "resource", "key"],
             update_fields=["state", "status", "object_id", "data"],
         )
-        self.recorded.update(applied)
 
     # -- after the engine ----------------------------------------------------------------
 

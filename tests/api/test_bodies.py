@@ -279,3 +279,9 @@ def test_live_a_text_plain_body_is_415(live, tools):
     assert status == 415
     assert json.loads(body) == {"detail": 'Unsupported media type "text/plain" in request.'}
     assert skus() == []
+
+
+def test_no_body_at_all_is_told_it_is_empty_not_415(api):
+    response = api.generic("DELETE", URL)
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("The request body is empty")
