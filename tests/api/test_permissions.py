@@ -199,7 +199,7 @@ def test_upsert_needs_add_and_change_whatever_the_permission_class(
         assert response.json() == {"detail": "You do not have permission to perform this action."}
         assert snapshot() == before
     else:
-        assert response.json()["summary"] == {**response.json()["summary"], "created": 1}
+        assert response.json()["summary"]["created"] == 1
         assert snapshot() != before
 
 
