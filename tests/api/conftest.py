@@ -44,7 +44,8 @@ def clear_rate_counts() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_counts():
+def _empty_cache():
+    """Every test starts with nothing counted (tests/batch imports this fixture too)."""
     clear_rate_counts()
     yield
     clear_rate_counts()
