@@ -56,7 +56,9 @@ class Batch:
     the serializer's output on each written row's result. ``after_write(action,
     instances)`` runs inside the transaction after each chunk's successful write —
     the place for what ``post_save`` receivers would do, since bulk writes send no
-    signals.
+    signals. ``check_target(instance)`` is asked for every object an update, upsert or
+    delete row names (the REST door checks object permissions there): a message refuses
+    the object and becomes that row's error.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Batch:
         queryset: Any = None,
         with_data: bool = False,
         after_write: WriteHook | None = None,
+        check_target: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.atomic, self.chunk_size = check_options(
             mode=mode, atomic=atomic, chunk_size=chunk_size
@@ -89,6 +92,7 @@ class Batch:
             natural_key=self.natural_key,
             context=self.context,
             queryset=queryset,
+            check_target=check_target,
         )
         self.model = self.validator.model
         self.db = self.validator.db

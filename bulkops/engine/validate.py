@@ -22,7 +22,7 @@ chunks may be validated in any order, by any worker.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -62,8 +62,10 @@ class ChunkValidator:
         natural_key: Sequence[str] = (),
         context: dict[str, Any] | None = None,
         queryset: Any = None,
+        check_target: Callable[[models.Model], str | None] | None = None,
     ) -> None:
         self.mode = mode
+        self.check_target = check_target
         self.natural_key = tuple(natural_key)
         meta = getattr(serializer_class, "Meta", None)
         self.model: type[models.Model] = getattr(meta, "model", None)  # type: ignore[assignment]
@@ -144,6 +146,8 @@ class ChunkValidator:
         keys: dict[str, list[list[Any]]] = {}
         if self.mode != CREATE:
             keys[TARGET] = self._find_targets(rows)
+            if self.check_target is not None:
+                self._check_targets(rows)
         if self.mode != DELETE:
             keys.update(self._validate_fields(rows))
         for row in rows:
@@ -291,6 +295,17 @@ class ChunkValidator:
                 self._attach(named, obj, nk[0], missing, found_keys)
         found_keys.sort(key=lambda entry: entry[1])
         return found_keys
+
+    def _check_targets(self, rows: list[StagedRow]) -> None:
+        """Ask ``check_target`` about every object found (the REST door checks object
+        permissions there); its message refuses the row."""
+        nfe = non_field_key()
+        for row in rows:
+            if row.instance is not None and row.errors is None:
+                refusal = self.check_target(row.instance)  # type: ignore[misc]
+                if refusal is not None:
+                    add_error(row, nfe, refusal)
+                    row.action = None
 
     def _clean_key(self, model_field: Any, value: Any) -> Any:
         """A natural key value as the serializer would store it (DRF trims text)."""
