@@ -96,11 +96,8 @@ def validate_with(method: str, validator):
 
 
 def prefetch(validator, rows) -> None:
-    from types import SimpleNamespace
-
-    wrapped = [SimpleNamespace(values=row, errors=None) for row in rows]
     for resolver in validator.relations:
-        resolver.prefetch(wrapped)
+        resolver.prefetch(rows)
 
 
 def check_same_outcomes(validator, cells: str) -> None:

@@ -44,6 +44,7 @@ from rest_framework.fields import SkipField, empty, get_error_detail
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from . import lookups
+from . import serializer as engine_serializer
 
 __all__ = ["ColumnPlan", "ValidatedColumns"]
 
@@ -115,7 +116,7 @@ _PURE_VALIDATORS = frozenset(
         dj.DecimalValidator,
         dj.ProhibitNullCharactersValidator,
         ProhibitSurrogateCharactersValidator,
-        type(lookups.SURROGATE_CHECK),
+        type(engine_serializer.SURROGATE_CHECK),
     }
 )
 _PURE_FUNCTIONS = frozenset(
@@ -130,7 +131,7 @@ _LENGTH_VALIDATORS = frozenset({dj.MaxLengthValidator, dj.MinLengthValidator})
 _TEXT_VALIDATORS = _LENGTH_VALIDATORS | {
     dj.ProhibitNullCharactersValidator,
     ProhibitSurrogateCharactersValidator,
-    type(lookups.SURROGATE_CHECK),
+    type(engine_serializer.SURROGATE_CHECK),
 }
 _RANGE_VALIDATORS = frozenset({dj.MaxValueValidator, dj.MinValueValidator})
 
@@ -500,10 +501,6 @@ def _column_for(serializer: serializers.Serializer, field: f.Field) -> _Column:
     return _Column(field, defer_empty=defer_empty)
 
 
-def _engine_to_internal_value() -> Any:
-    return getattr(lookups, "_to_internal_value", None)
-
-
 class ColumnPlan:
     """How one serializer instance's writable fields are validated a column at a time.
 
@@ -519,7 +516,7 @@ class ColumnPlan:
         # A serializer with its own to_internal_value or set_value keeps it, per row.
         self.columnar = (
             klass.to_internal_value
-            in (serializers.Serializer.to_internal_value, _engine_to_internal_value())
+            in (serializers.Serializer.to_internal_value, engine_serializer._to_internal_value)
             and klass.set_value is serializers.Serializer.set_value
             and isinstance(serializer, serializers.Serializer)
         )

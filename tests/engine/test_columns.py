@@ -30,7 +30,8 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ValidationError
 
 from bulkops.engine.columns import ColumnPlan
-from bulkops.engine.lookups import SURROGATE_CHECK, RelationResolver
+from bulkops.engine.lookups import RelationResolver
+from bulkops.engine.serializer import SURROGATE_CHECK
 from bulkops.engine.validate import ChunkValidator
 from project.catalog.models import Category
 
@@ -467,7 +468,7 @@ def test_related_columns_equal_drf_per_row():
         rows = data.draw(columns(cells))
         for name in ("a", "b"):
             resolver = RelationResolver(serializer.fields[name])
-            resolver.prefetch([types.SimpleNamespace(values=r, errors=None) for r in rows])
+            resolver.prefetch(rows)
         assert ColumnPlan.for_serializer(serializer).strategies == {
             "a": "distinct",
             "b": "distinct",
@@ -522,7 +523,7 @@ def test_catalog_serializers_as_the_engine_prepares_them(name, mode):
         rows = data.draw(columns([CATALOG_CELLS[n] for n in names], len(names), own=True))
         rows = [{names["abcdefgh".index(k)]: v for k, v in row.items()} for row in rows]
         for resolver in validator.relations:
-            resolver.prefetch([types.SimpleNamespace(values=r, errors=None) for r in rows])
+            resolver.prefetch(rows)
         assert_same_as_drf(serializer, rows)
 
     check()
@@ -932,7 +933,7 @@ def test_nothing_is_kept_between_chunks():
     rows = [{"category": "Tools"}] * 3
 
     def chunk():
-        resolver.prefetch([types.SimpleNamespace(values=r, errors=None) for r in rows])
+        resolver.prefetch(rows)
         return plan.to_internal_values(rows)
 
     missing = chunk()
