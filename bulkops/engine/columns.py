@@ -492,11 +492,11 @@ def _column_for(serializer: serializers.Serializer, field: f.Field) -> _Column:
     ):
         if (
             base in _INTEGER_FIELDS
-            and type(field).re_decimal is f.IntegerField.re_decimal
-            and type(field).MAX_STRING_LENGTH >= 20
+            and field.re_decimal is f.IntegerField.re_decimal
+            and field.MAX_STRING_LENGTH >= 20
         ):
             return _Integer(field, defer_empty=defer_empty)
-        if base is f.DecimalField and not field.localize and type(field).MAX_STRING_LENGTH >= 64:
+        if base is f.DecimalField and not field.localize and field.MAX_STRING_LENGTH >= 64:
             return _Decimal(field, defer_empty=defer_empty)
     return _Column(field, defer_empty=defer_empty)
 
@@ -522,7 +522,7 @@ class ColumnPlan:
         )
         writable = list(serializer._writable_fields) if self.columnar else []
         self.fields = [(field.field_name, field.source_attrs, field) for field in writable]
-        self.keys = [attrs[0] for _, attrs, _ in self.fields]
+        self.keys = [attrs[0] if attrs else None for _, attrs, _ in self.fields]
         self.flat = all(len(attrs) == 1 for _, attrs, _ in self.fields)
 
     @classmethod

@@ -678,6 +678,33 @@ def test_per_row_fields_run_in_row_order_with_the_rows_instance(data):
     assert got == expected
 
 
+def test_dotted_and_whole_object_sources_are_set_as_drf_sets_them():
+    inner = build({"x": serializers.IntegerField(), "y": serializers.CharField(required=False)})
+    serializer = build(
+        {
+            "a": serializers.CharField(source="deep.a"),
+            "whole": inner.__class__(source="*"),
+            "b": serializers.IntegerField(source="deep.b", required=False),
+        }
+    )
+    rows = [
+        {"a": "1", "whole": {"x": "2", "y": " z "}, "b": "3"},
+        {"a": "1", "whole": {"x": "no"}},
+        {"whole": None},
+        {"a": "", "whole": {"x": 1}, "b": 1.5},
+    ]
+    assert ColumnPlan.for_serializer(serializer).strategies == {
+        "a": "text",
+        "whole": "per-row",
+        "b": "integer",
+    }
+    assert_same_as_drf(serializer, rows)
+    assert ColumnPlan.for_serializer(serializer).to_internal_values(rows)[0] == (
+        {"deep": {"a": "1", "b": 3}, "x": 2, "y": "z"},
+        None,
+    )
+
+
 def test_html_and_non_dict_rows_go_to_drf_whole():
     serializer = build(
         {
