@@ -53,6 +53,7 @@ def batch_serializer_class(serializer_class: type[Any]) -> type:
         "__module__": serializer_class.__module__,
         "_writable_fields": property(lambda self: self._bulkops_writable),
         "_read_only_defaults": _read_only_defaults,
+        "_bulkops_columns": None,
     }
     if serializer_class.to_internal_value is serializers.Serializer.to_internal_value:
         attrs["to_internal_value"] = _to_internal_value
@@ -71,7 +72,14 @@ def field_plan(serializer: Any) -> list[tuple]:
 
 
 def _to_internal_value(self: Any, data: Any) -> dict:
-    """``Serializer.to_internal_value`` with the per-row lookups done once (see above)."""
+    """``Serializer.to_internal_value`` with the per-row lookups done once (see above);
+    a row of the chunk whose columns were validated at once (``columns``) is answered
+    from them."""
+    columns = self._bulkops_columns
+    if columns is not None:
+        index = columns.index_of(data)
+        if index is not None:
+            return columns.to_internal_value(index)
     if not isinstance(data, dict) or html.is_html_input(data):
         return serializers.Serializer.to_internal_value(self, data)
     ret: dict[str, Any] = {}

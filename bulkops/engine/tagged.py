@@ -92,7 +92,8 @@ def encode(value: Any) -> Any:
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     # Subclasses of the plain types (enum members, say) as their plain value.
     if isinstance(value, str):
-        return encode(str(value))
+        text = str(value)  # a SafeString's str() is itself: take its characters then
+        return encode(text if type(text) is str else str.__str__(value))
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):

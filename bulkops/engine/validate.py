@@ -34,6 +34,7 @@ from rest_framework.fields import empty
 from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from .columns import ColumnPlan
 from .errors import non_field_key, plain_errors
 from .lookups import AMBIGUOUS, RelationResolver, filter_in, in_batches, lookup_value
 from .options import CREATE, DELETE, UPDATE, UPSERT
@@ -132,6 +133,7 @@ class ChunkValidator:
                 for v in field.validators
             ]
         self.unique_checks = take_unique_checks(serializer, self.model)
+        self.column_plan = ColumnPlan.for_serializer(serializer)
 
     # -- the chunk -----------------------------------------------------------------
 
@@ -159,6 +161,11 @@ class ChunkValidator:
         for resolver in self.relations:
             resolver.prefetch(row.source for row in rows if row.errors is None)
         serializer = self.serializer
+        if self.column_plan.columnar:
+            # Each field over the chunk at once; the serializer's to_internal_value
+            # then answers a row from these columns (serializer._to_internal_value).
+            sources = [row.source for row in rows if row.errors is None]
+            serializer._bulkops_columns = self.column_plan.validate_columns(sources)
         attributes = self.attributes
         unique_attnames = self.unique_attnames
         nfe = non_field_key()
@@ -196,7 +203,7 @@ class ChunkValidator:
                 before[row.index] = {a: getattr(instance, a) for a in changed}
             for name, value in validated.items():
                 setattr(instance, name, value)
-        serializer.instance = None
+        serializer.instance = serializer._bulkops_columns = None
         return {check.name: self._check_unique(check, rows, before) for check in self.unique_checks}
 
     def _check_unique(
