@@ -18,6 +18,7 @@ import base64
 import datetime
 import json
 import math
+import operator
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -117,54 +118,56 @@ class StagedChunk:
         "rows": [[index, row, ref, action, pk, values, errors, source], ...]}``: a row's
         ``values``/``source`` is a list, by ``columns``, when it has exactly the chunk's
         usual keys (rows of one file or one request do), else a dict / the tagged value.
+        The usual rows are converted a column at a time: one encoder call per value,
+        no per-value type tests where a whole column is plain.
         """
         if self.model is None:
             raise ValueError("This StagedChunk has no model; Batch.validate_chunk sets it.")
         codec = codec_for(self.model)
-        value_names = next((tuple(r.values) for r in self.rows if r.values is not None), ())
-        source_names = next(
-            (tuple(r.source) for r in self.rows if tagged.is_plain_dict(r.source)), ()
-        )
+        rows = self.rows
+        value_names = next((tuple(r.values) for r in rows if r.values is not None), ())
+        source_names = next((tuple(r.source) for r in rows if tagged.is_plain_dict(r.source)), ())
         value_keys = frozenset(value_names)
         source_keys = frozenset(source_names)
-        encoders = codec.encoders(value_names)
+        values_out: list[Any] = [r.values for r in rows]
+        usual = [i for i, v in enumerate(values_out) if v is not None and v.keys() == value_keys]
+        for i, encoded in zip(
+            usual,
+            _by_columns(
+                [values_out[i] for i in usual], value_names, codec.encoders(value_names), _encode
+            ),
+            strict=True,
+        ):
+            values_out[i] = encoded
+        usual_set = set(usual)
+        for i, v in enumerate(values_out):
+            if v is not None and i not in usual_set:
+                values_out[i] = codec.encode_values(v)
+        sources: list[Any] = [r.source for r in rows]
+        usual = [i for i, v in enumerate(sources) if type(v) is dict and v.keys() == source_keys]
+        for i, encoded in zip(
+            usual,
+            _by_columns([sources[i] for i in usual], source_names, None, _encode_source),
+            strict=True,
+        ):
+            sources[i] = encoded
+        usual_set = set(usual)
         encode = tagged.encode
-        search = tagged.UNSTORABLE.search
+        encode_single = tagged.encode_single
         encode_pk = codec.encode_pk
-        out = []
-        for row in self.rows:
-            values: Any = row.values
-            if values is not None:
-                if values.keys() == value_keys:
-                    values = [
-                        v if enc is None or v is None else enc(v)
-                        for v, enc in zip(
-                            map(values.__getitem__, value_names), encoders, strict=True
-                        )
-                    ]
-                else:
-                    values = codec.encode_values(values)
-            source: Any = row.source
-            if type(source) is dict and source.keys() == source_keys:
-                # Text JSON and jsonb both take, or nothing, as it is; the rest tagged.
-                source = [
-                    v if (type(v) is str and search(v) is None) or v is None else encode(v)
-                    for v in map(source.__getitem__, source_names)
-                ]
-            else:
-                source = tagged.encode_single(source)
-            out.append(
-                [
-                    row.index,
-                    row.row,
-                    None if row.ref is None else encode(row.ref),
-                    row.action,
-                    None if row.pk is None else encode_pk(row.pk),
-                    values,
-                    None if row.errors is None else encode(row.errors),
-                    source,
-                ]
-            )
+        out = [
+            [
+                row.index,
+                row.row,
+                None if row.ref is None else encode(row.ref),
+                row.action,
+                None if row.pk is None else encode_pk(row.pk),
+                values,
+                None if row.errors is None else encode(row.errors),
+                source if i in usual_set else encode_single(source),
+            ]
+            for i, (row, values, source) in enumerate(zip(rows, values_out, sources, strict=True))
+        ]
         return {
             "format": FORMAT,
             "start": self.start,
@@ -178,7 +181,7 @@ class StagedChunk:
         cls, data: Mapping[str, Any] | str | bytes, *, model: type[models.Model]
     ) -> StagedChunk:
         """The chunk ``to_json`` wrote (as data, or as JSON text), values read back
-        per field of ``model``."""
+        per field of ``model`` (a column at a time, as ``to_json`` wrote them)."""
         payload: Any = json.loads(data) if isinstance(data, str | bytes) else data
         if payload.get("format") != FORMAT:
             raise ValueError(
@@ -189,40 +192,129 @@ class StagedChunk:
         columns = payload.get("columns") or {}
         value_names = tuple(columns.get("values") or ())
         source_names = tuple(columns.get("source") or ())
-        decoders = list(zip(value_names, codec.decoders(value_names), strict=True))
+        if not payload["rows"]:
+            return cls(payload["start"], [], payload.get("keys") or {}, model)
+        indexes, numbers, refs, actions, pks, values_in, errors, sources_in = zip(
+            *payload["rows"], strict=True
+        )
+        values: list[Any] = list(values_in)
+        listed = [i for i, v in enumerate(values) if type(v) is list]
+        for i, decoded in zip(
+            listed,
+            _dicts_by_columns(
+                [values[i] for i in listed], value_names, codec.decoders(value_names)
+            ),
+            strict=True,
+        ):
+            values[i] = decoded
+        listed_set = set(listed)
+        for i, v in enumerate(values):
+            if v is not None and i not in listed_set:
+                values[i] = codec.decode_values(v)
+        sources: list[Any] = list(sources_in)
+        listed = [i for i, v in enumerate(sources) if type(v) is list]
+        for i, decoded in zip(
+            listed, _dicts_by_columns([sources[i] for i in listed], source_names, None), strict=True
+        ):
+            sources[i] = decoded
+        listed_set = set(listed)
         decode = tagged.decode
+        for i, v in enumerate(sources):
+            if i not in listed_set:
+                sources[i] = decode(v)
         decode_pk = codec.decode_pk
-        json_plain = tagged.JSON_PLAIN
-        rows: list[StagedRow] = []
-        append = rows.append
-        for index, row, ref, action, pk, values, errors, source in payload["rows"]:
-            if type(values) is list:
-                values = {
-                    name: v if dec is None or v is None else dec(v)
-                    for (name, dec), v in zip(decoders, values, strict=True)
-                }
-            elif values is not None:
-                values = codec.decode_values(values)
-            if type(source) is list:
-                source = {
-                    name: v if type(v) in json_plain else decode(v)
-                    for name, v in zip(source_names, source, strict=True)
-                }
-            else:
-                source = decode(source)
-            append(
-                StagedRow(
-                    index,
-                    row,
-                    None if ref is None else decode(ref),
-                    action,
-                    None if pk is None else decode_pk(pk),
-                    values,
-                    None if errors is None else decode(errors),
-                    source,
-                )
+        rows = [
+            StagedRow(
+                index,
+                number,
+                None if ref is None else decode(ref),
+                action,
+                None if pk is None else decode_pk(pk),
+                row_values,
+                None if row_errors is None else decode(row_errors),
+                source,
             )
+            for index, number, ref, action, pk, row_values, row_errors, source in zip(
+                indexes, numbers, refs, actions, pks, values, errors, sources, strict=True
+            )
+        ]
         return cls(payload["start"], rows, payload.get("keys") or {}, model)
+
+
+# -- a column at a time -------------------------------------------------------------------------
+
+
+def _encode(column: list, encoder: Callable[[Any], Any] | None) -> list:
+    """A staged-values column as JSON: the field's encoder on each value but None."""
+    if encoder is None:
+        return column
+    if None in column:
+        return [v if v is None else encoder(v) for v in column]
+    return list(map(encoder, column))
+
+
+def _encode_source(column: list, _: Any) -> list:
+    """A source column as JSON: text and None as they are (when JSON and jsonb can hold
+    them), the rest tagged."""
+    if all(type(v) is str for v in column) and tagged.UNSTORABLE.search("".join(column)) is None:
+        return column
+    search = tagged.UNSTORABLE.search
+    encode = tagged.encode
+    return [v if (type(v) is str and search(v) is None) or v is None else encode(v) for v in column]
+
+
+def _decode(column: list, decoder: Callable[[Any], Any] | None) -> list:
+    if decoder is None:
+        return column
+    if None in column:
+        return [v if v is None else decoder(v) for v in column]
+    return list(map(decoder, column))
+
+
+def _decode_source(column: list) -> list:
+    plain = tagged.JSON_PLAIN
+    if set(map(type, column)) <= plain:
+        return column
+    decode = tagged.decode
+    return [v if type(v) in plain else decode(v) for v in column]
+
+
+def _by_columns(
+    dicts: list[dict[str, Any]],
+    names: tuple[str, ...],
+    converters: list[Any] | None,
+    convert: Callable[[list, Any], list],
+) -> list[list[Any]]:
+    """Each dict's values (all have exactly ``names``) as a list in ``names``' order, each
+    column converted by ``convert(column, its converter)``."""
+    if not dicts:
+        return []
+    if not names:
+        return [[] for _ in dicts]
+    columns = [list(map(operator.itemgetter(name), dicts)) for name in names]
+    converted = [
+        convert(column, converters[n] if converters is not None else None)
+        for n, column in enumerate(columns)
+    ]
+    return list(map(list, zip(*converted)))  # noqa: B905 - columns of one length
+
+
+def _dicts_by_columns(
+    lists: list[list[Any]], names: tuple[str, ...], decoders: list[Any] | None
+) -> list[dict[str, Any]]:
+    """The dicts ``_by_columns`` listed: each column decoded by its decoder (``None``:
+    source values, decoded as ``tagged`` tags them)."""
+    if not lists:
+        return []
+    if not names:
+        return [{} for _ in lists]
+    columns = [list(column) for column in zip(*lists, strict=True)]
+    if decoders is None:
+        columns = [_decode_source(column) for column in columns]
+    else:
+        columns = [_decode(column, dec) for column, dec in zip(columns, decoders, strict=True)]
+    # Every column has one value per row (zip(*lists) made them): no strict checks here.
+    return [dict(zip(names, row)) for row in zip(*columns)]  # noqa: B905
 
 
 # -- values per model field -----------------------------------------------------------------
