@@ -31,12 +31,13 @@ def ensure_database(url: str) -> None:
     )
 
 
-def setup_django(url: str) -> None:
-    """Django in this process, on ``url``, with DEBUG off (DEBUG keeps every query)."""
+def setup_django(url: str, root: Path = ROOT) -> None:
+    """Django in this process, on ``url``, with DEBUG off (DEBUG keeps every query);
+    the project of the tree ``root`` (default: this one)."""
     os.environ["DATABASE_URL"] = url
     os.environ["DJANGO_DEBUG"] = "0"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(root))
     import django
 
     django.setup()
