@@ -37,6 +37,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from .errors import non_field_key, plain_errors
 from .lookups import AMBIGUOUS, RelationResolver, filter_in, in_batches, lookup_value
 from .options import CREATE, DELETE, UPDATE, UPSERT
+from .protect import Protection, refusal_message
 from .rows import SourceRow
 from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
 from .staged import StagedChunk, StagedRow
@@ -105,6 +106,7 @@ class ChunkValidator:
                 self.attributes[f.name] = (f.attname, f.target_field.attname)  # type: ignore[union-attr]
             self.attributes.setdefault(f.attname, (f.attname, None))
         self.unique_attnames = {a for check in self.unique_checks for a in check.attnames}
+        self.protection = Protection(self.model, self.db)
 
     # -- setting up the serializer -------------------------------------------------
 
@@ -148,6 +150,8 @@ class ChunkValidator:
             keys[TARGET] = self._find_targets(rows)
             if self.check_target is not None:
                 self._check_targets(rows)
+        if self.mode == DELETE:
+            self._check_protected(rows)
         if self.mode != DELETE:
             keys.update(self._validate_fields(rows))
         for row in rows:
@@ -275,8 +279,7 @@ class ChunkValidator:
             for part in in_batches(list(by_pk), connection):
                 found.update((obj.pk, obj) for obj in filter_in(queryset, "pk", part))
             for pk, named in by_pk.items():
-                missing = f"No {meta.verbose_name} with id={pk}."
-                self._attach(named, found.get(pk), "id", missing, found_keys)
+                self._attach(named, found.get(pk), "id", self._missing_id(pk), found_keys)
         if by_key:
             found = {}
             for part in in_batches(list({k[0] for k in by_key}), connection):
@@ -291,10 +294,54 @@ class ChunkValidator:
                     for row in named:
                         add_error(row, nk[0], f"More than one of the {plural} has {shown}.")
                     continue
-                missing = f"No {meta.verbose_name} with {shown}."
-                self._attach(named, obj, nk[0], missing, found_keys)
+                self._attach(named, obj, nk[0], self._missing_key(key), found_keys)
         found_keys.sort(key=lambda entry: entry[1])
         return found_keys
+
+    def _missing_id(self, pk: Any) -> str:
+        return f"No {self.model._meta.verbose_name} with id={pk}."
+
+    def _missing_key(self, key: tuple) -> str:
+        shown = ", ".join(f"{n}={v}" for n, v in zip(self.natural_key, key, strict=True))
+        return f"No {self.model._meta.verbose_name} with {shown}."
+
+    def missing_target(self, source: Mapping[str, Any]) -> tuple[str, str]:
+        """``(field, message)`` of a row whose object is not there (any more): what
+        validation says of a row that names no object."""
+        raw_id = source.get("id")
+        if self.mode != UPSERT and raw_id not in (None, ""):
+            return "id", self._missing_id(lookup_value(self.model._meta.pk, raw_id))  # type: ignore[arg-type]
+        key = tuple(self._clean_key(f, source[f.name]) for f in self.key_fields)
+        return self.natural_key[0], self._missing_key(key)
+
+    def related_vanished(self, source: Any, get: Callable[[str], Any]) -> tuple[str, str] | None:
+        """After a write failed: ``(field, message)`` of a related object the row refers to
+        (attributes read by ``get(attname)``) that is not there any more, worded as
+        validation words it. One query per relation: the rare path."""
+        for resolver in self.relations:
+            model_field = resolver.model_field_of_source(self.model)
+            if model_field is None:
+                continue
+            value = get(model_field.attname)
+            if value is None:
+                continue
+            related = model_field.related_model._base_manager.db_manager(self.db)  # type: ignore[union-attr]
+            target = model_field.target_field.attname  # type: ignore[union-attr]
+            if not related.filter(**{target: value}).exists():
+                data = source.get(resolver.field_name) if isinstance(source, Mapping) else None
+                return resolver.field_name, resolver.missing_message(data)
+        return None
+
+    def _check_protected(self, rows: list[StagedRow]) -> None:
+        """A delete row whose object other objects still refer to fails as the write
+        would fail it: one query per protecting relation (a dry run predicts it)."""
+        named = [row for row in rows if row.errors is None and row.action == DELETE]
+        refused = self.protection.refused(row.pk for row in named)
+        nfe = non_field_key()
+        for row in named:
+            names = refused.get(row.pk)
+            if names is not None:
+                add_error(row, nfe, refusal_message(row.instance, names))
 
     def _check_targets(self, rows: list[StagedRow]) -> None:
         """Ask ``check_target`` about every object found (the REST door checks object
