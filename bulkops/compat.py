@@ -32,6 +32,12 @@ def read_only_defaults(serializer_class: type, serializer: Any) -> dict:
     return getattr(serializer_class, READ_ONLY_DEFAULTS)(serializer)
 
 
+def field_arguments(field: Any) -> tuple[tuple, dict]:
+    """The arguments a DRF field was built with (``Field._args``/``_kwargs``, what DRF's
+    own ``__deepcopy__`` builds a copy from)."""
+    return tuple(field._args), dict(field._kwargs)
+
+
 # -- Django models ----------------------------------------------------------------------------
 
 
@@ -46,6 +52,12 @@ def candidate_relations_to_delete(model: type[models.Model]) -> Iterator[Any]:
     """The reverse one-to-one and many-to-one relations a delete of ``model`` visits
     (``django.db.models.deletion.get_candidate_relations_to_delete``)."""
     return iter(get_candidate_relations_to_delete(model._meta))
+
+
+def raw_cursor(cursor: Any) -> Any:
+    """The database driver's cursor under Django's ``CursorWrapper`` (``.cursor``), for
+    what Django has no API for (psycopg's ``COPY``)."""
+    return cursor.cursor
 
 
 # -- DRF / Django requests ----------------------------------------------------------------------

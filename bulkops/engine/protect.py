@@ -43,7 +43,9 @@ def refusal_message(target: Any, names: Iterable[str]) -> str:
 
 def referring_names(exc: Exception) -> list[str]:
     """The kinds of objects a ``ProtectedError``/``RestrictedError`` names."""
-    objects = getattr(exc, "protected_objects", None) or getattr(exc, "restricted_objects", ())
+    objects: Any = getattr(exc, "protected_objects", None)
+    if not objects:
+        objects = getattr(exc, "restricted_objects", None) or ()
     return sorted({str(obj._meta.verbose_name_plural) for obj in objects})
 
 

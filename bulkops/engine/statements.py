@@ -17,6 +17,7 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models
 
+from ..compat import raw_cursor
 from .lookups import filter_in, in_batches
 
 # Field types whose Python value psycopg adapts exactly as Django would store it.
@@ -182,7 +183,7 @@ class Statements:
             cursor.execute(ids_sql, [meta.db_table, meta.pk.column, len(rows_values)])  # type: ignore[union-attr]
             ids = [row[0] for row in cursor.fetchall()]
             copy_sql = f"COPY {self.table} ({columns}) FROM STDIN"
-            with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
+            with connection.wrap_database_errors, raw_cursor(cursor).copy(copy_sql) as copy:
                 write_row = copy.write_row
                 for values, pk in zip(rows_values, ids, strict=True):
                     write_row([pk, *self.insert_values(values, plan)])
