@@ -255,9 +255,7 @@ def test_a_chunk_written_twice_after_a_rollback_gives_identical_results(
     else:
         assert statuses == ["rolled_back", "rolled_back", "rolled_back", "error"]
         assert ("E-1", "Updated", Decimal("1.00"), "Tools") not in written
-    assert attempts[0][3].errors == {
-        "category": ["Object with name=Temporary does not exist."]
-    }
+    assert attempts[0][3].errors == {"category": ["Object with name=Temporary does not exist."]}
     assert Product.objects.get(pk=pk["E-1"]).name == "Existing 1"  # rolled back, both times
 
 

@@ -21,7 +21,9 @@ from project.catalog.serializers import ProductSerializer
 from tests.factories import CategoryFactory, OrderFactory, ProductFactory, ProductItemFactory
 
 pytestmark = [
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="a second writer needs PostgreSQL"),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="a second writer needs PostgreSQL"
+    ),
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -197,7 +199,9 @@ def test_a_unique_key_taken_meanwhile_is_that_rows_error(stock):
 
 def test_an_update_that_takes_a_key_another_writer_took_meanwhile_is_that_rows_error(stock):
     batch = Batch(serializer_class=ProductSerializer, mode="update")
-    staged = batch.validate_chunk(0, [{"sku": "E-0", "name": "ok"}, {"id": stock[1].pk, "sku": "Z"}])
+    staged = batch.validate_chunk(
+        0, [{"sku": "E-0", "name": "ok"}, {"id": stock[1].pk, "sku": "Z"}]
+    )
 
     with other_writer(lambda: ProductFactory(sku="Z", category=stock[0].category)):
         results = batch.write_chunk(staged)
