@@ -16,9 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +25,8 @@ from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.request import Request
 from rest_framework.utils.mediatypes import _MediaType
 
+from . import compat
+from .compat import django_request, has_read_body, keep_body, mark_read_started
 from .conf import ATOMIC_CHOICES, bulkops_settings
 from .engine import SourceRow, check_options
 from .engine.lookups import SURROGATES
@@ -43,9 +43,6 @@ MAX_KEY_LENGTH = 255
 MAX_REF_LENGTH = 255
 READ_BLOCK = 256 * 1024
 
-# Lone surrogates and NUL characters can only come from \u escapes in the JSON text,
-# so the (rare) scan for them runs only when the raw body holds such an escape.
-_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
 NULL_MESSAGE = "Null characters are not allowed."
 SURROGATE_MESSAGE = "Surrogate characters are not allowed: U+{:X}."
 
@@ -156,8 +153,8 @@ def _read_raw(request: HttpRequest, *, limit: int) -> bytes:
         declared = None
     if declared is not None and declared > limit:
         raise BatchTooLarge(limit=limit, received=declared, unit="bytes")
-    if hasattr(request, "_body"):
-        body = request._body  # read already (a CSRF check reading a form, say)
+    if has_read_body(request):
+        body = compat.read_body(request)  # read already (a CSRF check reading a form, say)
     else:
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and not declared and "wsgi.input" in request.META:
@@ -169,13 +166,13 @@ def _read_raw(request: HttpRequest, *, limit: int) -> bytes:
                     "This server cannot read a chunked request body; send Content-Length."
                 )
             stream = request.META["wsgi.input"]
-            request._read_started = True  # type: ignore[attr-defined]
+            mark_read_started(request)
         else:
             stream = request
         # Never more than limit + 1 bytes, whatever the client announced.
         body = _read_at_most(stream, limit + 1)
-        request._body = body  # so request.body and request.data keep working
-        request._stream = io.BytesIO(body)  # type: ignore[attr-defined]
+        # So request.body and request.data keep working.
+        keep_body(request, body, stream=io.BytesIO(body))
     if len(body) > limit:
         raise BatchTooLarge(limit=limit, received=max(len(body), declared or 0), unit="bytes")
     if declared is not None and len(body) < declared:
@@ -308,13 +305,12 @@ def parse_envelope(
     async_requested = data.get("async", False)
     if not isinstance(async_requested, bool):
         raise InvalidEnvelope(f"'async' must be true or false; got {json_type(async_requested)}.")
-    scan = _SUSPECT_ESCAPE.search(body) is not None
     rows: list[SourceRow] = []
     keys: dict[int, str] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise InvalidEnvelope(f"items[{index}] must be an object; got {json_type(item)}.")
-        rows.append(_row(index, item, keys, scan))
+        rows.append(_row(index, item, keys))
     return Envelope(
         rows=rows, options=options, item_keys=keys, body=data, async_requested=async_requested
     )
@@ -340,17 +336,25 @@ def _options(data: dict[str, Any], *, mode: str, default_atomic: str | None) -> 
     )
 
 
-def _row(index: int, item: dict[str, Any], keys: dict[int, str], scan: bool) -> SourceRow:
-    """One item as an engine row; its reserved members checked, its strings if need be."""
+def _row(index: int, item: dict[str, Any], keys: dict[int, str]) -> SourceRow:
+    """One item as an engine row; its reserved members checked. Their problems are the
+    item's errors, added to what validation finds (the rest of the item is validated
+    as the single endpoint validates it, NUL characters and lone surrogates included)."""
     errors: dict[str, list[str]] = {}
     ref = None
     values = item
     if REF in item or IDEMPOTENCY_KEY in item:
         values = {k: v for k, v in item.items() if k not in RESERVED}
         ref = item.get(REF)
-        if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
-            errors[REF] = [f"Must be a string of at most {MAX_REF_LENGTH} characters."]
-            ref = None
+        if ref is not None:
+            # Echoed in the result: JSON output could not carry a lone surrogate.
+            bad = _bad_characters(ref) if isinstance(ref, str) else None
+            if not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH:
+                errors[REF] = [f"Must be a string of at most {MAX_REF_LENGTH} characters."]
+                ref = None
+            elif bad is not None:
+                errors[REF] = [bad]
+                ref = None
         key = item.get(IDEMPOTENCY_KEY)
         if key is not None:
             if isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH and key.isprintable():
@@ -359,37 +363,15 @@ def _row(index: int, item: dict[str, Any], keys: dict[int, str], scan: bool) -> 
                 errors[IDEMPOTENCY_KEY] = [
                     f"Must be a string of 1 to {MAX_KEY_LENGTH} printable characters."
                 ]
-    if scan:
-        # PostgreSQL cannot take these in a lookup and JSON output cannot encode a
-        # lone surrogate: they are the item's errors, worded as DRF's validators word them.
-        for name, value in item.items():
-            if name in errors:
-                continue
-            message = _bad_characters(name) or _bad_characters(value)
-            if message is not None:
-                # A bad member name cannot be an error key of its own.
-                key = name if _bad_characters(name) is None else "non_field_errors"
-                errors.setdefault(key, []).append(message)
-                if name == REF:
-                    ref = None
     return SourceRow(values=values, ref=ref, errors=errors or None)
 
 
-def _bad_characters(value: Any) -> str | None:
-    stack = [value]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return NULL_MESSAGE
-            match = SURROGATES.search(value)
-            if match is not None:
-                return SURROGATE_MESSAGE.format(ord(match.group()))
-        elif isinstance(value, Mapping):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
+def _bad_characters(value: str) -> str | None:
+    if "\x00" in value:
+        return NULL_MESSAGE
+    match = SURROGATES.search(value)
+    if match is not None:
+        return SURROGATE_MESSAGE.format(ord(match.group()))
     return None
 
 
@@ -415,7 +397,7 @@ def check_media_type(request: Request) -> None:
     """415, with DRF's body, unless the body is JSON of a media type one of the view's
     parsers accepts (no ``Content-Type`` is 415 too: DRF would not parse it either).
     A request without a body is left to the envelope check, which says it is empty."""
-    if not has_body(request._request):
+    if not has_body(django_request(request)):
         return
     media_type = request.content_type
     parser = request.negotiator.select_parser(request, request.parsers)

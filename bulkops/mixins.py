@@ -16,7 +16,6 @@ bounds which objects an update or delete can reach.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import uuid
 from typing import Any
@@ -32,21 +31,21 @@ from rest_framework.metadata import SimpleMetadata
 from rest_framework.permissions import BasePermission
 from rest_framework.request import clone_request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from .compat import django_request
 from .engine import SourceRow, run_batch
+from .engine.lookups import guard_related_fields
 from .envelope import BulkOptions, Envelope, InvalidEnvelope, check_media_type, read_envelope
 from .exceptions import BulkOpsError
 from .idempotency import ItemKeys, idempotent_response
 from .openapi import BulkAutoSchema
+from .registry import natural_key_for
 from .results import ERROR, BatchResult, RowResult
 from .throttling import BulkItemThrottle
 
 logger = logging.getLogger("bulkops.rest")
-
-# Until the engine's in_transaction seam lands on main, item keys are recorded after
-# the engine returns (ItemKeys.finish); with it, in each chunk's transaction.
-ENGINE_IN_TRANSACTION = "in_transaction" in inspect.signature(run_batch).parameters
 
 # action (viewset method) -> engine mode
 BULK_ACTIONS = {
@@ -118,6 +117,18 @@ class BulkMixin:
 
     # The router keeps the methods whose action the viewset has (see ``_ROUTE``).
     bulk.mapping.update(_ROUTE)
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        """The viewset's serializer, its related fields refusing NUL characters before they
+        query (PostgreSQL cannot be asked): a 400 on the single endpoints, as in bulk."""
+        serializer = super().get_serializer(*args, **kwargs)  # type: ignore[misc]
+        guard_related_fields(getattr(serializer, "child", serializer))
+        return serializer
+
+    def get_bulk_natural_key(self) -> tuple[str, ...]:
+        """What names an object in bulk items: the serializer's ``Meta.natural_key``, else
+        the natural key the model is registered with (``bulkops.registry``), else none."""
+        return natural_key_for(self.get_serializer_class())  # type: ignore[attr-defined]
 
     def get_bulk_mode(self) -> str | None:
         """The engine mode of the current action, ``None`` outside the bulk actions."""
@@ -194,7 +205,7 @@ class BulkMixin:
             reference,
             exc_info=exc,
         )
-        got_request_exception.send(sender=type(self), request=request._request)
+        got_request_exception.send(sender=type(self), request=django_request(request))
         set_rollback()
         written = getattr(self, "_bulk_outcomes", None)
         message = "The server failed while processing this request"
@@ -215,7 +226,7 @@ class BulkMixin:
         if envelope is None:
             check_media_type(self.request)  # type: ignore[attr-defined]
             envelope = read_envelope(
-                self.request._request,  # type: ignore[attr-defined]
+                django_request(self.request),  # type: ignore[attr-defined]
                 mode=self.get_bulk_mode() or "create",
                 default_atomic=self.bulk_default_atomic,
             )
@@ -244,7 +255,7 @@ class BulkMixin:
                 on_row(row)
 
         keys = self._bulk_item_keys
-        if keys is not None and keys.claimed and ENGINE_IN_TRANSACTION:
+        if keys is not None and keys.claimed:
             # Item keys' outcomes commit with their items (ItemKeys.record).
             theirs = engine_options.pop("in_transaction", None)
 
@@ -257,6 +268,7 @@ class BulkMixin:
             self._bulk_keys_in_transaction = True
 
         engine_options.setdefault("check_target", self.get_bulk_target_check())
+        engine_options.setdefault("natural_key", self.get_bulk_natural_key())
         return run_batch(
             serializer_class=self.get_serializer_class(),  # type: ignore[attr-defined]
             rows=items,
@@ -302,7 +314,11 @@ class BulkMixin:
             if index not in decided:
                 result.add(
                     RowResult(
-                        index, ERROR, item.row, item.ref, errors={"non_field_errors": [message]}
+                        index,
+                        ERROR,
+                        item.row,
+                        item.ref,
+                        errors={api_settings.NON_FIELD_ERRORS_KEY: [message]},
                     )
                 )
         return result
@@ -382,13 +398,13 @@ class BulkUpdateMixin(BulkMixin):
 
 
 class BulkUpsertMixin(BulkMixin):
-    """``PUT <resource>/bulk/``: create or update by the serializer's ``Meta.natural_key``
-    (needs the add and the change permission)."""
+    """``PUT <resource>/bulk/``: create or update by the natural key
+    (``get_bulk_natural_key``; needs the add and the change permission)."""
 
     def bulk_upsert(self, request: Any, *args: Any, **kwargs: Any) -> Response:
         """Create or update each item by its natural key."""
-        serializer_class = self.get_serializer_class()  # type: ignore[attr-defined]
-        if not getattr(getattr(serializer_class, "Meta", None), "natural_key", None):
+        if not self.get_bulk_natural_key():
+            serializer_class = self.get_serializer_class()  # type: ignore[attr-defined]
             resource = serializer_class.Meta.model._meta.verbose_name_plural
             raise InvalidEnvelope(
                 f"Upsert (PUT) needs a natural key, and {resource} have none; create with "

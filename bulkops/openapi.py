@@ -19,8 +19,10 @@ from drf_spectacular.plumbing import ResolvedComponent, build_media_type_object
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from .compat import field_arguments
 from .conf import ATOMIC_CHOICES, bulkops_settings
 from .envelope import IDEMPOTENCY_KEY, MAX_KEY_LENGTH, MAX_REF_LENGTH, REF, is_json_media_type
+from .registry import natural_key_for
 from .results import STATUSES
 
 BATCH_STATUSES = ("completed", "partial", "failed")
@@ -169,7 +171,7 @@ def bulk_item_serializer(serializer_class: type, mode: str) -> type:
     meta: Any = serializer_class.Meta  # type: ignore[attr-defined]
     model = meta.model
     name = f"{_resource_name(serializer_class)}Bulk{_VERBS[mode]}Item"
-    natural_key = tuple(getattr(meta, "natural_key", ()) or ())
+    natural_key = natural_key_for(serializer_class)
     if mode == "delete":
         fields = serializer_class().get_fields()
         attrs: dict[str, Any] = {
@@ -178,8 +180,9 @@ def bulk_item_serializer(serializer_class: type, mode: str) -> type:
         for key in natural_key:
             # A declared field is rebuilt from its arguments: change those, not the field.
             field = fields[key]
-            kwargs = {**field._kwargs, "required": False, "validators": []}
-            attrs[key] = type(field)(*field._args, **kwargs)
+            args, kwargs = field_arguments(field)
+            kwargs = {**kwargs, "required": False, "validators": []}
+            attrs[key] = type(field)(*args, **kwargs)
         attrs.update(_reserved_fields())
         attrs["__doc__"] = "Names the object to delete by `id` or by its natural key."
         return type(name, (serializers.Serializer,), attrs)

@@ -187,6 +187,18 @@ def _is_unique(model: type[models.Model], natural_key: tuple[str, ...]) -> bool:
 registry = BulkRegistry()
 
 
+def natural_key_for(serializer_class: Any) -> tuple[str, ...]:
+    """The natural key of ``serializer_class``: its ``Meta.natural_key``, else the one its
+    model is registered with, else ``()``."""
+    key = natural_key_of(serializer_class)
+    if key:
+        return key
+    model = getattr(getattr(serializer_class, "Meta", None), "model", None)
+    if isinstance(model, type) and model in registry:
+        return registry.get(model).natural_key
+    return ()
+
+
 def register(
     model: type[models.Model],
     serializer_class: type[serializers.ModelSerializer] | None = None,
@@ -210,6 +222,7 @@ __all__ = [
     "BulkModel",
     "BulkRegistry",
     "NotRegistered",
+    "natural_key_for",
     "register",
     "registry",
 ]

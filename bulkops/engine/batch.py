@@ -248,7 +248,9 @@ class Batch:
             done = [
                 objects[row.index]
                 for row in staged.rows
-                if row.action == action and row.errors is None and row.index not in written.refused
+                if written.action_of(row) == action
+                and row.errors is None
+                and row.index not in written.refused
             ]
             if done:
                 self.after_write(action, done)

@@ -8,6 +8,7 @@ code, a whole-object or custom ``get_value`` source, or a type bulkops does not 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.core import validators as dj
@@ -18,6 +19,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from . import lookups
 from . import serializer as engine_serializer
 from .column_strategies import Column, DecimalColumn, IntegerColumn, PerRowColumn, TextColumn
+from .outcome import UniqueSlot
 
 _DRF_MODULES = frozenset({"rest_framework.fields", "rest_framework.relations"})
 _RELATED = (relations.SlugRelatedField, relations.PrimaryKeyRelatedField)
@@ -127,6 +129,9 @@ def _pure_validator(validator: Any) -> bool:
 
 
 def column_for(serializer: serializers.Serializer, field: f.Field) -> Column:
+    slots = [v for v in field.validators if type(v) is UniqueSlot]
+    if slots:
+        return _slotted_column_for(serializer, field, slots)
     defer_empty = callable(field.default)
     per_row = PerRowColumn(field, defer_empty=True)
     if getattr(serializer, "validate_" + field.field_name, None) is not None:
@@ -165,3 +170,23 @@ def column_for(serializer: serializers.Serializer, field: f.Field) -> Column:
         if base is f.DecimalField and not field.localize and field.MAX_STRING_LENGTH >= 64:
             return DecimalColumn(field, defer_empty=defer_empty)
     return Column(field, defer_empty=defer_empty)
+
+
+def _slotted_column_for(
+    serializer: serializers.Serializer, field: f.Field, slots: list[UniqueSlot]
+) -> Column:
+    """A field whose unique validators the engine replaced by slots (``outcome``): its
+    column is validated by a copy without them, and each accepted cell notes the slots
+    as ``run_validators_noting`` would (``ValidatedColumns``). Refused cells run the
+    field itself, per row, so their slots are noted where DRF's run stops."""
+    per_row = PerRowColumn(field, defer_empty=True)
+    if not getattr(vars(field).get("run_validators"), "notes_unique_slots", False):
+        return per_row
+    shadow = copy.copy(field)
+    del vars(shadow)["run_validators"]
+    shadow.validators = [v for v in field.validators if type(v) is not UniqueSlot]
+    column = column_for(serializer, shadow)
+    if isinstance(column, PerRowColumn):
+        return per_row
+    column.slots = tuple(slots)
+    return column

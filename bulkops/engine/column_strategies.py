@@ -89,6 +89,7 @@ class Column:
     """One field's strategy; ``values`` gives the outcome of each cell of a column."""
 
     strategy = DISTINCT
+    slots: tuple = ()  # the unique slots the field's own validators hold (column_choice)
 
     def __init__(self, field: f.Field, *, defer_empty: bool) -> None:
         self.field = field

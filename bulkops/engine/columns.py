@@ -40,6 +40,7 @@ from rest_framework.fields import SkipField, empty, get_error_detail
 from . import serializer as engine_serializer
 from .column_choice import column_for
 from .column_strategies import DEFER, FAIL, SKIP, Column, Outcome
+from .outcome import Noted, noted_list
 
 __all__ = ["ColumnPlan", "ValidatedColumns"]
 
@@ -100,7 +101,8 @@ class ColumnPlan:
         )
         outs = []
         odd: set[int] = set(whole)
-        for (name, _, _), column in zip(self.fields, self.columns(), strict=True):
+        slotted: list[tuple[int, tuple, list[bool]]] = []
+        for k, ((name, _, _), column) in enumerate(zip(self.fields, self.columns(), strict=True)):
             if plain:
                 try:  # every row has the key: the common case, at C speed
                     cells = list(map(operator.itemgetter(name), rows))
@@ -111,15 +113,38 @@ class ColumnPlan:
                     empty if i in whole else row.get(name, empty) for i, row in enumerate(rows)
                 ]
             out, positions = column.values(cells)
+            if column.slots:
+                slotted.append((k, column.slots, _slots_reached(cells, out, positions)))
             odd.update(positions)
             outs.append(out)
-        return ValidatedColumns(self, rows, outs, whole, odd)
+        return ValidatedColumns(self, rows, outs, whole, odd, slotted)
 
     def to_internal_values(self, rows: Sequence[Any]) -> list[tuple[dict | None, Any]]:
         """Per row ``(validated, None)`` or ``(None, error_detail)``: what DRF's
         ``to_internal_value`` returns or raises (``ValidationError.detail``) for it.
         Any other exception escapes as it would from DRF, at the first row raising it."""
         return self.validate_columns(rows).outcomes()
+
+
+def _slots_reached(cells: list, out: list, positions: list[int]) -> list[bool]:
+    """Which accepted cells of a slotted column reached the field's validators (and so
+    note its unique slots). A refused cell, or an accepted ``''`` whose path is not known
+    (DRF's blank shortcut skips the validators), runs the field per row instead."""
+    reached = []
+    for i, (cell, value) in enumerate(zip(cells, out, strict=True)):
+        if type(value) is Outcome:
+            if value.kind == FAIL:
+                out[i] = DEFER  # the field's own run notes the slots where DRF stops
+            reached.append(False)
+        elif cell is empty or cell is None:
+            reached.append(False)  # validate_empty_values answered: no validators ran
+        elif type(value) is str and value == "":
+            out[i] = DEFER
+            positions.append(i)
+            reached.append(False)
+        else:
+            reached.append(True)
+    return reached
 
 
 class ValidatedColumns:
@@ -132,13 +157,21 @@ class ValidatedColumns:
     """
 
     def __init__(
-        self, plan: ColumnPlan, rows: list, outs: list[list], whole: set[int], bad: set[int]
+        self,
+        plan: ColumnPlan,
+        rows: list,
+        outs: list[list],
+        whole: set[int],
+        bad: set[int],
+        slotted: list[tuple[int, tuple, list[bool]]] | None = None,
     ) -> None:
         self.plan = plan
         self.rows = rows
         self._outs = outs
         self._whole = whole
         self._bad = bad
+        # (field position, its unique slots, which rows' cells note them)
+        self._slotted = slotted or []
         self._by_row = list(zip(*outs, strict=True)) if outs and plan.flat else None
         self._index = {id(row): index for index, row in enumerate(rows)}
 
@@ -158,7 +191,13 @@ class ValidatedColumns:
                 return serializers.Serializer.to_internal_value(serializer, self.rows[index])
             return serializer.to_internal_value(self.rows[index])
         if self._by_row is not None and index not in self._bad:
-            return dict(zip(plan.keys, self._by_row[index], strict=True))
+            values = self._by_row[index]
+            if self._slotted:
+                noted = noted_list(plan.serializer)
+                for k, slots, reached in self._slotted:
+                    if reached[index]:
+                        noted.extend(Noted(slot, values[k], 0) for slot in slots)
+            return dict(zip(plan.keys, values, strict=True))
         return self._assemble(index)
 
     def outcome(self, index: int) -> tuple[dict | None, Any]:
@@ -168,7 +207,7 @@ class ValidatedColumns:
             return None, exc.detail
 
     def outcomes(self) -> list[tuple[dict | None, Any]]:
-        if self._by_row is None or self._bad:
+        if self._by_row is None or self._bad or self._slotted:
             return [self.outcome(index) for index in range(len(self.rows))]
         keys = self.plan.keys
         return [(dict(zip(keys, values, strict=True)), None) for values in self._by_row]
@@ -179,8 +218,15 @@ class ValidatedColumns:
         row = self.rows[index]
         ret: dict[str, Any] = {}
         errors: dict[str, Any] = {}
-        for (name, attrs, field), out in zip(self.plan.fields, self._outs, strict=True):
+        slotted = {k: (slots, reached) for k, slots, reached in self._slotted}
+        for k, ((name, attrs, field), out) in enumerate(
+            zip(self.plan.fields, self._outs, strict=True)
+        ):
             value = out[index]
+            if k in slotted and type(value) is not Outcome:
+                slots, reached = slotted[k]
+                if reached[index]:
+                    noted_list(serializer).extend(Noted(slot, value, 0) for slot in slots)
             if type(value) is Outcome:
                 if value is DEFER:
                     validate_method = getattr(serializer, "validate_" + name, None)

@@ -11,8 +11,14 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, models
 from django.db.models import BooleanField, F, Func, Value
+from django.utils.encoding import smart_str
 from rest_framework.exceptions import ValidationError
-from rest_framework.relations import PrimaryKeyRelatedField, SlugRelatedField
+from rest_framework.relations import (
+    ManyRelatedField,
+    PrimaryKeyRelatedField,
+    RelatedField,
+    SlugRelatedField,
+)
 
 _MISSING = object()
 AMBIGUOUS = object()
@@ -82,23 +88,54 @@ def _is_integer(model_field: models.Field) -> bool:
     return isinstance(model_field, models.IntegerField | models.AutoField)
 
 
+NULL_CHARACTERS = "Null characters are not allowed."
+
+
+def refuse_null_characters(data: Any) -> None:
+    """NUL in a value a related field looks up: the same error on every database
+    (PostgreSQL cannot even be asked; DRF would answer 500 there), worded as DRF's
+    ``ProhibitNullCharactersValidator`` words it for text fields."""
+    if isinstance(data, str) and "\x00" in data:
+        raise ValidationError(NULL_CHARACTERS, code="null_characters")
+
+
+def guard_related_fields(serializer: Any) -> None:
+    """Make the related fields of ``serializer`` (an instance) refuse NUL characters
+    before they query (``refuse_null_characters``): the single endpoints and the bulk
+    engine then give the same 400 where the database would refuse the lookup."""
+    for field in serializer.fields.values():
+        related = field.child_relation if isinstance(field, ManyRelatedField) else field
+        if not isinstance(related, RelatedField) or getattr(related, "_bulkops_guarded", False):
+            continue
+        lookup = related.to_internal_value
+
+        def guarded(data: Any, lookup: Any = lookup) -> Any:
+            refuse_null_characters(data)
+            return lookup(data)
+
+        related.to_internal_value = guarded  # type: ignore[method-assign]
+        related._bulkops_guarded = True  # type: ignore[attr-defined]
+
+
 class RelationResolver:
     """Resolves a ``SlugRelatedField`` / ``PrimaryKeyRelatedField`` from a per-chunk map.
 
     ``prefetch`` runs one query for every value of the chunk; the field's
     ``to_internal_value`` is replaced on this serializer instance so DRF's own
-    per-row flow asks the map instead of the database, with DRF's messages.
+    per-row flow asks the map instead of the database. A value is prepared as
+    Django prepares it for DRF's own ``queryset.get(<field>=value)`` (``get_prep_value``),
+    so the same values are found, and refused with the same messages.
     """
 
     def __init__(self, field: SlugRelatedField | PrimaryKeyRelatedField) -> None:
         self.field = field
-        if isinstance(field, SlugRelatedField):
-            self.lookup = field.slug_field
-        else:
-            self.lookup = "pk"
+        self.is_slug = isinstance(field, SlugRelatedField)
+        self.lookup = field.slug_field if isinstance(field, SlugRelatedField) else "pk"
         self.map: dict[Any, Any] = {}
         self.raw_keys: dict[Any, Any] = {}
+        self.model_field: models.Field | None = None  # known once prefetch has the queryset
         field.to_internal_value = self.to_internal_value  # type: ignore[method-assign]
+        field._bulkops_guarded = True  # type: ignore[union-attr]
 
     @property
     def field_name(self) -> str:
@@ -109,29 +146,59 @@ class RelationResolver:
             return model._meta.pk  # type: ignore[return-value]
         return model._meta.get_field(self.lookup)  # type: ignore[return-value]
 
-    def _key(self, value: Any) -> Any:
-        if isinstance(self.field, PrimaryKeyRelatedField) and self.field.pk_field is not None:
-            value = self.field.pk_field.to_internal_value(value)
-        return lookup_value(self.model_field, value)
+    def model_field_of_source(self, model: type[models.Model]) -> Any:
+        """The foreign key of ``model`` this field sets, if it sets one."""
+        try:
+            model_field = model._meta.get_field(self.field.source)
+        except Exception:
+            return None
+        return model_field if model_field.many_to_one or model_field.one_to_one else None
+
+    def _convert(self, data: Any) -> Any:
+        """What DRF does to the value before its lookup (``pk_field``); errors propagate
+        as DRF lets them."""
+        refuse_null_characters(data)
+        field = self.field
+        if isinstance(field, PrimaryKeyRelatedField) and field.pk_field is not None:
+            data = field.pk_field.to_internal_value(data)
+        return data
+
+    def _key(self, data: Any) -> Any:
+        """The value the database compares: ``TypeError``/``ValueError`` where DRF's
+        lookup fails with them (DRF: "Invalid value." / "Incorrect type.")."""
+        if not self.is_slug and isinstance(data, bool):
+            raise TypeError(data)
+        key = self.model_field.get_prep_value(data)  # type: ignore[union-attr]
+        if isinstance(key, str) and SURROGATES.search(key) is not None:
+            raise ValueError("surrogates cannot be encoded")  # as the database driver does
+        return key
 
     def prefetch(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Fetch the related objects named by these items (their raw values), in one query."""
         queryset = self.field.get_queryset()
         self.model_field = self._model_field(queryset.model)
         keys = set()
-        # Raw value -> key, so the per-row lookup does not clean the value twice.
+        # Raw value -> key, so the per-row lookup does not prepare the value twice.
         self.raw_keys = {}
         name = self.field_name
+        seen: set[Any] = set()  # text and int values prepared already: once per distinct value
         for item in items:
             value = item.get(name)
+            kind = type(value)
+            if kind is str or kind is int:
+                if value in seen:
+                    continue
+                seen.add(value)
             if value is None or value == "":
                 continue
             try:
-                key = self._key(value)
-            except (TypeError, ValueError, DjangoValidationError, ValidationError):
+                key = self._key(self._convert(value))
+            except (TypeError, ValueError, OverflowError, DjangoValidationError, ValidationError):
+                continue  # the row's own lookup says why (or raises as DRF's would)
+            if key is None or not _storable(self.model_field, key, queryset.db):
                 continue
             keys.add(key)
-            if isinstance(value, str | int):
+            if kind is str or kind is int:
                 self.raw_keys[value] = key
         self.map = {}
         if not keys:
@@ -145,20 +212,40 @@ class RelationResolver:
 
     def to_internal_value(self, data: Any) -> Any:
         field = self.field
-        try:
-            if type(data) in (str, int) and data in self.raw_keys:
-                key = self.raw_keys[data]
-            else:
+        if type(data) in (str, int) and data in self.raw_keys:
+            key = self.raw_keys[data]
+        else:
+            data = self._convert(data)
+            try:
                 key = self._key(data)
-        except (TypeError, ValueError, DjangoValidationError, ValidationError):
-            if isinstance(field, SlugRelatedField):
-                field.fail("invalid")
-            field.fail("incorrect_type", data_type=type(data).__name__)
+            except (TypeError, ValueError):
+                if self.is_slug:
+                    field.fail("invalid")
+                field.fail("incorrect_type", data_type=type(data).__name__)
         obj = self.map.get(key, _MISSING)
         if obj is _MISSING:
-            if isinstance(field, SlugRelatedField):
-                field.fail("does_not_exist", slug_name=field.slug_field, value=str(data))
-            field.fail("does_not_exist", pk_value=data)
+            raise ValidationError(self.missing_message(data), code="does_not_exist")
         if obj is AMBIGUOUS:
             field.fail("invalid")
         return obj
+
+    def missing_message(self, data: Any) -> str:
+        """DRF's "does not exist" message of this field for ``data``."""
+        field = self.field
+        try:
+            if isinstance(field, SlugRelatedField):
+                field.fail("does_not_exist", slug_name=field.slug_field, value=smart_str(data))
+            field.fail("does_not_exist", pk_value=data)
+        except ValidationError as exc:
+            return str(exc.detail[0])  # type: ignore[index]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _storable(model_field: models.Field, key: Any, db: str) -> bool:
+    """Whether the database could hold ``key`` (an integer beyond the column's range
+    matches nothing, as Django's own lookup knows, and must not reach the query)."""
+    if isinstance(key, int) and _is_integer(model_field):
+        connection = connections[db]
+        low, high = connection.ops.integer_field_range(model_field.get_internal_type())
+        return (low is None or key >= low) and (high is None or key <= high)
+    return True

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import models
 from django.db.models import prefetch_related_objects
 
+from ..compat import mark_saved
 from .options import CREATE, DELETE, UPDATE
 from .staged import StagedRow
 
@@ -27,6 +28,7 @@ class RowObjects:
 
     def __init__(self, validator: ChunkValidator) -> None:
         self.model = validator.model
+        self.db = validator.db
         self.manager = self.model._base_manager.db_manager(validator.db)
         self.relations = validator.select_related
 
@@ -65,11 +67,16 @@ class RowObjects:
         for row in rows:
             if row.errors is not None or row.index in written.refused:
                 continue
+            if written.action_of(row) != row.action:
+                # An upsert the database decided otherwise (a key created or deleted
+                # meanwhile): the object as it is now.
+                to_fetch.append(row)
+                continue
             if row.action == CREATE:
                 obj = model(**row.values)  # type: ignore[arg-type]
                 if saved:
                     obj.pk = written.ids.get(row.index)
-                    obj._state.adding = False
+                    mark_saved(obj, self.db)
                 if row.related:
                     for name, related in row.related.items():
                         setattr(obj, name, related)
@@ -82,13 +89,15 @@ class RowObjects:
                 out[row.index] = row.instance
             elif row.action in (UPDATE, DELETE):
                 to_fetch.append(row)
-        fetched = self._fetch(row.pk for row in to_fetch)
+        fetched = self._fetch(written.ids.get(row.index, row.pk) for row in to_fetch)
         for row in to_fetch:
-            obj = fetched.get(row.pk)
+            pk = written.ids.get(row.index, row.pk)
+            obj = fetched.get(pk)
             if obj is None:
                 continue
-            for attname, value in (row.values or {}).items():
-                setattr(obj, attname, value)
+            if written.action_of(row) == row.action:
+                for attname, value in (row.values or {}).items():
+                    setattr(obj, attname, value)
             out[row.index] = obj
             unrelated.append(obj)
         if unrelated and self.relations:

@@ -37,8 +37,9 @@ def chunk_results(
         elif rolled_back:
             out.append(RowResult(row.index, ROLLED_BACK, row.row, row.ref))
         else:
-            action = row.action
-            pk = ids.get(row.index) if action == CREATE else row.pk
+            # What the database did (an upsert decides there), and the object it did it to.
+            action = written.actions.get(row.index, row.action)
+            pk = ids.get(row.index, row.pk)
             if dry_run and action == CREATE:
                 pk = None
             shown = data.get(row.index) if data else None

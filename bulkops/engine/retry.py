@@ -3,7 +3,9 @@
 PostgreSQL ends one of two deadlocked transactions, and one of two serializable
 transactions that conflict; the same work usually succeeds when run again. Django
 reports both as ``OperationalError`` caused by psycopg's ``DeadlockDetected`` /
-``SerializationFailure``; their SQLSTATE codes say which.
+``SerializationFailure``; their SQLSTATE codes say which. SQLite answers "database is
+locked" when another connection holds the write lock past the busy timeout, or when
+this transaction read before another one committed a write.
 """
 
 from __future__ import annotations
@@ -23,11 +25,21 @@ RETRIES = 3  # runs after the first
 BACKOFF_SECONDS = 0.05  # doubled each run, with jitter
 
 
+# SQLite: SQLITE_BUSY ("database is locked": another connection writes, or this
+# transaction read before another committed) and SQLITE_LOCKED; extended codes share
+# the low byte.
+TRANSIENT_SQLITE_CODES = frozenset({5, 6})
+
+
 def is_transient(exc: BaseException) -> bool:
-    """A deadlock or serialization failure: the same work may succeed if run again."""
+    """A deadlock, a serialization failure, or SQLite busy with another writer: the
+    same work may succeed if run again."""
     seen: BaseException | None = exc
     while seen is not None:
         if getattr(seen, "sqlstate", None) in TRANSIENT_SQLSTATES:
+            return True
+        code = getattr(seen, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in TRANSIENT_SQLITE_CODES:
             return True
         seen = seen.__cause__
     return False

@@ -16,7 +16,9 @@ from rest_framework.fields import Field, SkipField, empty, get_error_detail
 from rest_framework.utils import html
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from ..compat import READ_ONLY_DEFAULTS, WRITABLE_FIELDS, read_only_defaults
 from .lookups import SURROGATES
+from .outcome import noted_list, run_validators_noting
 
 
 class _SurrogateCheck(ProhibitSurrogateCharactersValidator):
@@ -47,17 +49,30 @@ def batch_serializer_class(serializer_class: type[Any]) -> type:
     def _read_only_defaults(self: Any) -> dict:
         if not self._bulkops_read_only_defaults:
             return {}
-        return serializer_class._read_only_defaults(self)
+        return read_only_defaults(serializer_class, self)
 
     attrs: dict[str, Any] = {
         "__module__": serializer_class.__module__,
-        "_writable_fields": property(lambda self: self._bulkops_writable),
-        "_read_only_defaults": _read_only_defaults,
+        WRITABLE_FIELDS: property(lambda self: self._bulkops_writable),
+        READ_ONLY_DEFAULTS: _read_only_defaults,
         "_bulkops_columns": None,
     }
     if serializer_class.to_internal_value is serializers.Serializer.to_internal_value:
         attrs["to_internal_value"] = _to_internal_value
+    if serializer_class.run_validators is serializers.Serializer.run_validators:
+        attrs["run_validators"] = noting_run_validators
     return type(serializer_class.__name__, (serializer_class,), attrs)
+
+
+def noting_run_validators(self: Any, value: Any) -> None:
+    """``Serializer.run_validators``: read-only defaults merged in, then every validator
+    as DRF runs them, unique-together slots noted (``outcome``)."""
+    if isinstance(value, dict):
+        to_validate = getattr(self, READ_ONLY_DEFAULTS)()
+        to_validate.update(value)
+    else:
+        to_validate = value
+    run_validators_noting(self, to_validate, noted_list(self))
 
 
 def field_plan(serializer: Any) -> list[tuple]:

@@ -35,9 +35,18 @@ from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, S
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .columns import ColumnPlan
-from .errors import non_field_key, plain_errors
-from .lookups import AMBIGUOUS, RelationResolver, filter_in, in_batches, lookup_value
+from .errors import merged, non_field_key, plain_errors
+from .lookups import (
+    AMBIGUOUS,
+    RelationResolver,
+    filter_in,
+    guard_related_fields,
+    in_batches,
+    lookup_value,
+)
 from .options import CREATE, DELETE, UPDATE, UPSERT
+from .outcome import RowOutcome, compose, validate_row
+from .protect import Protection, refusal_message
 from .rows import SourceRow
 from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
 from .staged import StagedChunk, StagedRow
@@ -81,6 +90,7 @@ class ChunkValidator:
         self.db = router.db_for_write(self.model)
         self.relations: list[RelationResolver] = []
         self.unique_checks: list[UniqueCheck] = []
+        self.field_order: list[str] = []
         if mode != DELETE:
             self._prepare_fields()
         if mode == UPSERT and not self.natural_key:
@@ -106,6 +116,7 @@ class ChunkValidator:
                 self.attributes[f.name] = (f.attname, f.target_field.attname)  # type: ignore[union-attr]
             self.attributes.setdefault(f.attname, (f.attname, None))
         self.unique_attnames = {a for check in self.unique_checks for a in check.attnames}
+        self.protection = Protection(self.model, self.db)
 
     # -- setting up the serializer -------------------------------------------------
 
@@ -133,55 +144,97 @@ class ChunkValidator:
                 for v in field.validators
             ]
         self.unique_checks = take_unique_checks(serializer, self.model)
+        guard_related_fields(serializer)  # the fields left to DRF's own lookups
+        self.field_order = [f.field_name for f in serializer._bulkops_writable]
         self.column_plan = ColumnPlan.for_serializer(serializer)
 
     # -- the chunk -----------------------------------------------------------------
 
     def validate(self, start: int, items: Iterable[Any]) -> StagedChunk:
-        """The chunk's rows, validated: a constant number of queries."""
-        rows = [_stage(start + offset, item) for offset, item in enumerate(items)]
+        """The chunk's rows, validated: a constant number of queries.
+
+        A row's errors are what the single endpoint answers for it (DRF's, with the
+        set-based checks where DRF puts them), after the bulk-only ones (the object it
+        names is not there) and before the ones it came with (a reader's or the
+        envelope's: a bad ``_ref``, say)."""
+        rows: list[StagedRow] = []
+        given: dict[int, dict[str, Any]] = {}
+        for offset, item in enumerate(items):
+            row, errors = _stage(start + offset, item)
+            rows.append(row)
+            if errors:
+                given[row.index] = errors
         nfe = non_field_key()
+        blocked: set[int] = set()  # rows not validated further
         for row in rows:
-            if row.errors is None and not isinstance(row.source, Mapping):
-                kind = type(row.source).__name__
-                add_error(row, nfe, f"Invalid data. Expected a dictionary, but got {kind}.")
+            if not isinstance(row.source, Mapping) or (row.index in given and not row.source):
+                if row.index not in given:
+                    kind = type(row.source).__name__
+                    add_error(row, nfe, f"Invalid data. Expected a dictionary, but got {kind}.")
+                blocked.add(row.index)
         keys: dict[str, list[list[Any]]] = {}
+        self._nameless: dict[int, list[str]] = {}
         if self.mode != CREATE:
-            keys[TARGET] = self._find_targets(rows)
+            keys[TARGET] = self._find_targets(rows, blocked)
             if self.check_target is not None:
-                self._check_targets(rows)
-        if self.mode != DELETE:
-            keys.update(self._validate_fields(rows))
+                blocked.update(self._check_targets(rows))
+        if self.mode == DELETE:
+            self._check_protected(rows)
+        else:
+            keys.update(self._validate_fields(rows, blocked))
+        for index, names in self._nameless.items():
+            row = rows[index - start]
+            for name in names:
+                if row.errors is None or name not in row.errors:
+                    add_error(row, name, "This field is required.")
         for row in rows:
+            errors = given.get(row.index)
+            if errors:
+                row.errors = merged(row.errors, errors)
             if row.errors is not None:
                 row.action = row.values = row.instance = row.related = None
         return StagedChunk(start, rows, {name: ks for name, ks in keys.items() if ks}, self.model)
 
-    def _validate_fields(self, rows: list[StagedRow]) -> dict[str, list[list[Any]]]:
+    def _validate_fields(
+        self, rows: list[StagedRow], blocked: set[int]
+    ) -> dict[str, list[list[Any]]]:
         for resolver in self.relations:
-            resolver.prefetch(row.source for row in rows if row.errors is None)
+            resolver.prefetch(row.source for row in rows if row.index not in blocked)
         serializer = self.serializer
         if self.column_plan.columnar:
             # Each field over the chunk at once; the serializer's to_internal_value
             # then answers a row from these columns (serializer._to_internal_value).
-            sources = [row.source for row in rows if row.errors is None]
+            sources = [row.source for row in rows if row.index not in blocked]
             serializer._bulkops_columns = self.column_plan.validate_columns(sources)
+        # An update row whose object is not there: its fields are validated, and no
+        # more (there is no object to validate against, nor to be unique among).
+        nameless = {r.index for r in rows if r.errors is not None} if self.mode == UPDATE else set()
+        outcomes: dict[int, RowOutcome] = {}
+        for row in rows:
+            if row.index in blocked:
+                continue
+            serializer.instance = row.instance
+            serializer.initial_data = row.source
+            outcomes[row.index] = validate_row(
+                serializer, row.source, fields_only=row.index in nameless
+            )
+        serializer.instance = serializer._bulkops_columns = None
+        taken = self._taken(rows, outcomes, nameless)
+        is_taken = lambda noted: id(noted) in taken  # noqa: E731
+        order = self.field_order
         attributes = self.attributes
         unique_attnames = self.unique_attnames
-        nfe = non_field_key()
         before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
         for row in rows:
+            outcome = outcomes.get(row.index)
+            if outcome is None:
+                continue
+            errors = compose(outcome, is_taken, order) if outcome.noted else _errors_of(outcome)
+            if errors:
+                row.errors = merged(row.errors, errors)
             if row.errors is not None:
                 continue
-            instance = row.instance
-            serializer.instance = instance
-            serializer.initial_data = row.source
-            try:
-                validated = serializer.run_validation(row.source)
-            except ValidationError as exc:
-                errors = plain_errors(exc.detail)
-                row.errors = errors if isinstance(errors, dict) else {nfe: errors}
-                continue
+            validated = outcome.value
             values: dict[str, Any] = {}
             related = None
             for name, value in validated.items():
@@ -193,6 +246,7 @@ class ChunkValidator:
                     value = getattr(value, target)
                 values[attname] = value
             row.values = values
+            instance = row.instance
             if instance is None:
                 row.action = CREATE
                 row.related = related
@@ -203,18 +257,46 @@ class ChunkValidator:
                 before[row.index] = {a: getattr(instance, a) for a in changed}
             for name, value in validated.items():
                 setattr(instance, name, value)
-        serializer.instance = serializer._bulkops_columns = None
-        return {check.name: self._check_unique(check, rows, before) for check in self.unique_checks}
+        return {check.name: self._batch_keys(check, rows, before) for check in self.unique_checks}
 
-    def _check_unique(
+    def _taken(
+        self, rows: list[StagedRow], outcomes: dict[int, RowOutcome], nameless: set[int]
+    ) -> set[int]:
+        """The noted unique values (``id()`` of each ``Noted``) the database holds for
+        another object: one query per unique check."""
+        by_check: dict[str, dict[tuple, list[tuple[Any, Any]]]] = {}
+        for row in rows:
+            outcome = outcomes.get(row.index)
+            if outcome is None or row.index in nameless:
+                continue
+            for noted in outcome.noted:
+                check = noted.slot.check
+                key = check.key_of_noted(noted.value, row.instance)
+                if key is not None:
+                    by_check.setdefault(check.name, {}).setdefault(key, []).append((row.pk, noted))
+        taken: set[int] = set()
+        for check in self.unique_checks:
+            keyed = by_check.get(check.name)
+            if not keyed:
+                continue
+            owners = check.existing(keyed)
+            for key, named in keyed.items():
+                owner = owners.get(key)
+                if owner is None:
+                    continue
+                for pk, noted in named:
+                    if owner != pk:
+                        taken.add(id(noted))
+        return taken
+
+    def _batch_keys(
         self, check: UniqueCheck, rows: list[StagedRow], before: dict[int, dict[str, Any]]
     ) -> list[list[Any]]:
-        """Errors for keys the database holds (for another object); the batch keys of
-        the rows that write a value (an update that keeps its value writes none)."""
+        """The batch keys of the valid rows that write a value (an update that keeps its
+        value writes none): rows of the batch that share one are duplicates."""
         batch_keys = []
-        keyed: dict[tuple, list[StagedRow]] = {}
         for row in rows:
-            if row.action is None:
+            if row.action is None or row.errors is not None:
                 continue
             if row.instance is not None:
                 state = row.instance.__dict__
@@ -224,22 +306,11 @@ class ChunkValidator:
             else:
                 key = check.key_of(row.values.get)  # type: ignore[union-attr]
                 writes = True
-            if key is None:
-                continue
-            if writes:
+            if key is not None and writes:
                 batch_keys.append([key_text(key), row.position])
-            if row.errors is None:
-                keyed.setdefault(key, []).append(row)
-        if keyed:
-            owners = check.existing(keyed)
-            for key, named in keyed.items():
-                owner = owners.get(key)
-                for row in named:
-                    if owner is not None and owner != row.pk:
-                        add_error(row, check.error_key, check.message)
         return batch_keys
 
-    def _find_targets(self, rows: list[StagedRow]) -> list[list[Any]]:
+    def _find_targets(self, rows: list[StagedRow], blocked: set[int]) -> list[list[Any]]:
         """Fetch the objects named by ``id`` or the natural key: two queries at most.
 
         Returns the batch keys ``[pk, position, naming field]`` of the rows that found
@@ -251,7 +322,7 @@ class ChunkValidator:
         nk = self.natural_key
         nfe = non_field_key()
         for row in rows:
-            if row.errors is not None:
+            if row.index in blocked:
                 continue
             values = row.source
             raw_id = values.get("id")
@@ -263,9 +334,8 @@ class ChunkValidator:
                     key = tuple(self._clean_key(f, values[f.name]) for f in self.key_fields)
                     by_key.setdefault(key, []).append(row)
                 elif self.mode == UPSERT:
-                    for n in nk:
-                        if values.get(n) in (None, ""):
-                            add_error(row, n, "This field is required.")
+                    # Said after validation, unless DRF says why itself (blank, null...).
+                    self._nameless[row.index] = [n for n in nk if values.get(n) in (None, "")]
                 else:
                     naming = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
                     add_error(row, nfe, f"Each item must name its object by {naming}.")
@@ -282,8 +352,7 @@ class ChunkValidator:
             for part in in_batches(list(by_pk), connection):
                 found.update((obj.pk, obj) for obj in filter_in(queryset, "pk", part))
             for pk, named in by_pk.items():
-                missing = f"No {meta.verbose_name} with id={pk}."
-                self._attach(named, found.get(pk), "id", missing, found_keys)
+                self._attach(named, found.get(pk), "id", self._missing_id(pk), found_keys)
         if by_key:
             found = {}
             for part in in_batches(list({k[0] for k in by_key}), connection):
@@ -298,21 +367,69 @@ class ChunkValidator:
                     for row in named:
                         add_error(row, nk[0], f"More than one of the {plural} has {shown}.")
                     continue
-                missing = f"No {meta.verbose_name} with {shown}."
-                self._attach(named, obj, nk[0], missing, found_keys)
+                self._attach(named, obj, nk[0], self._missing_key(key), found_keys)
         found_keys.sort(key=lambda entry: entry[1])
         return found_keys
 
-    def _check_targets(self, rows: list[StagedRow]) -> None:
-        """Ask ``check_target`` about every object found (the REST door checks object
-        permissions there); its message refuses the row."""
+    def _missing_id(self, pk: Any) -> str:
+        return f"No {self.model._meta.verbose_name} with id={pk}."
+
+    def _missing_key(self, key: tuple) -> str:
+        shown = ", ".join(f"{n}={v}" for n, v in zip(self.natural_key, key, strict=True))
+        return f"No {self.model._meta.verbose_name} with {shown}."
+
+    def missing_target(self, source: Mapping[str, Any]) -> tuple[str, str]:
+        """``(field, message)`` of a row whose object is not there (any more): what
+        validation says of a row that names no object."""
+        raw_id = source.get("id")
+        if self.mode != UPSERT and raw_id not in (None, ""):
+            return "id", self._missing_id(lookup_value(self.model._meta.pk, raw_id))  # type: ignore[arg-type]
+        key = tuple(self._clean_key(f, source[f.name]) for f in self.key_fields)
+        return self.natural_key[0], self._missing_key(key)
+
+    def related_vanished(self, source: Any, get: Callable[[str], Any]) -> tuple[str, str] | None:
+        """After a write failed: ``(field, message)`` of a related object the row refers to
+        (attributes read by ``get(attname)``) that is not there any more, worded as
+        validation words it. One query per relation: the rare path."""
+        for resolver in self.relations:
+            model_field = resolver.model_field_of_source(self.model)
+            if model_field is None:
+                continue
+            value = get(model_field.attname)
+            if value is None:
+                continue
+            related = model_field.related_model._base_manager.db_manager(self.db)  # type: ignore[union-attr]
+            target = model_field.target_field.attname  # type: ignore[union-attr]
+            if not related.filter(**{target: value}).exists():
+                data = source.get(resolver.field_name) if isinstance(source, Mapping) else None
+                return resolver.field_name, resolver.missing_message(data)
+        return None
+
+    def _check_protected(self, rows: list[StagedRow]) -> None:
+        """A delete row whose object other objects still refer to fails as the write
+        would fail it: one query per protecting relation (a dry run predicts it)."""
+        named = [row for row in rows if row.errors is None and row.action == DELETE]
+        refused = self.protection.refused(row.pk for row in named)
         nfe = non_field_key()
+        for row in named:
+            names = refused.get(row.pk)
+            if names is not None:
+                add_error(row, nfe, refusal_message(row.instance, names))
+
+    def _check_targets(self, rows: list[StagedRow]) -> set[int]:
+        """Ask ``check_target`` about every object found (the REST door checks object
+        permissions there); its message refuses the row, which is not validated
+        further (the single endpoint answers 403 before it validates)."""
+        nfe = non_field_key()
+        refused = set()
         for row in rows:
             if row.instance is not None and row.errors is None:
                 refusal = self.check_target(row.instance)  # type: ignore[misc]
                 if refusal is not None:
                     add_error(row, nfe, refusal)
                     row.action = None
+                    refused.add(row.index)
+        return refused
 
     def _clean_key(self, model_field: Any, value: Any) -> Any:
         """A natural key value as the serializer would store it (DRF trims text)."""
@@ -355,8 +472,13 @@ class ChunkValidator:
         return None
 
 
-def _stage(index: int, item: Any) -> StagedRow:
+def _stage(index: int, item: Any) -> tuple[StagedRow, dict[str, list[str]] | None]:
+    """The row, and the errors it came with (a reader's, the envelope's)."""
     if isinstance(item, SourceRow):
         errors = {k: list(v) for k, v in item.errors.items()} if item.errors else None
-        return StagedRow(index, item.row, item.ref, errors=errors, source=item.values)
-    return StagedRow(index, source=item)
+        return StagedRow(index, item.row, item.ref, source=item.values), errors
+    return StagedRow(index, source=item), None
+
+
+def _errors_of(outcome: RowOutcome) -> dict[str, Any] | None:
+    return outcome.errors if outcome.stage is not None else None

@@ -222,17 +222,20 @@ def test_a_chunk_written_twice_after_a_rollback_gives_identical_results(
     products, atomic, with_data
 ):
     pk = {p.sku: p.pk for p in products}
+    temporary = Category.objects.create(name="Temporary")
     rows = [
         item("N-1"),
-        item("RACE"),  # another writer takes this sku after validation
+        item("RACE", name="Mine"),  # another writer creates this sku after validation
         {"sku": "E-1", "name": "Updated", "category": "Tools", "price": "1.00"},
+        item("GONE", category="Temporary"),  # its category is deleted after validation
     ]
     batch = Batch(
         serializer_class=ProductSerializer, mode="upsert", atomic=atomic, with_data=with_data
     )
     staged = batch.validate_chunk(0, rows)
     frozen = json.dumps(staged.to_json())
-    ProductFactory(sku="RACE", category=products[0].category)
+    ProductFactory(sku="RACE", name="Theirs", category=products[0].category)
+    temporary.delete()
     attempts = []
     for _ in range(2):
         with transaction.atomic():
@@ -244,12 +247,15 @@ def test_a_chunk_written_twice_after_a_rollback_gives_identical_results(
     assert normalised(attempts[0]) == normalised(attempts[1])
     statuses = [r.status for r in attempts[0]]
     if atomic == "none":
-        assert statuses == ["created", "error", "updated"]
+        assert statuses == ["created", "updated", "updated", "error"]
         assert ("E-1", "Updated", Decimal("1.00"), "Tools") in written
+        assert ("RACE", "Mine", Decimal(rows[1]["price"]), rows[1]["category"]) in written
+        if with_data:
+            assert attempts[0][1].data["name"] == "Mine"
     else:
-        assert statuses == ["rolled_back", "error", "rolled_back"]
+        assert statuses == ["rolled_back", "rolled_back", "rolled_back", "error"]
         assert ("E-1", "Updated", Decimal("1.00"), "Tools") not in written
-    assert attempts[0][1].errors == {"sku": ["product with this SKU already exists."]}
+    assert attempts[0][3].errors == {"category": ["Object with name=Temporary does not exist."]}
     assert Product.objects.get(pk=pk["E-1"]).name == "Existing 1"  # rolled back, both times
 
 

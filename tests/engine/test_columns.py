@@ -1049,3 +1049,27 @@ def test_the_engine_validates_by_columns_with_the_same_staged_rows(name, mode):
 
     check()
     assert sum(counted) > 0
+
+
+@pytest.mark.django_db
+def test_a_unique_column_is_validated_whole_and_keeps_its_unique_errors():
+    from bulkops.engine import Batch
+    from project.catalog.serializers import ProductSerializer
+    from tests.factories import ProductFactory
+
+    tools = Category.objects.create(name="Tools")
+    ProductFactory(sku="P-1", category=tools)
+    batch = Batch(serializer_class=ProductSerializer, mode="create")
+    assert ColumnPlan.for_serializer(batch.validator.serializer).strategies["sku"] == "text"
+    rows = [
+        {"sku": sku, "name": "n", "category": "Tools", "price": "1.00", "quantity": 1}
+        for sku in ("P-1", "P-2", "x" * 65, " P-1 ")
+    ]
+    staged = batch.validate_chunk(0, rows)
+    taken = "product with this SKU already exists."
+    assert [row.errors for row in staged] == [
+        {"sku": [taken]},
+        None,
+        {"sku": ["Ensure this field has no more than 64 characters."]},
+        {"sku": [taken]},
+    ]

@@ -54,5 +54,5 @@ def test_nul_in_a_natural_key_is_the_rows_error(widget, mode):
 
 def test_nul_in_a_related_natural_key_is_the_rows_error(widget):
     row = {"sku": "N-1", "name": "x", "category": "To\x00ols", "price": "1", "quantity": 1}
-    assert _errors([row], "create") == [{"category": ["Invalid value."]}]
+    assert _errors([row], "create") == [{"category": ["Null characters are not allowed."]}]
     assert Product.objects.count() == 1

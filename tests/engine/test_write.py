@@ -95,24 +95,24 @@ def test_unique_race_after_validation_is_reported_on_its_row(tools, atomic, n, c
 
 
 @pytest.mark.django_db(transaction=True)
-def test_unique_race_in_upsert_is_reported_on_its_row(tools):
+def test_an_upsert_key_created_after_validation_is_updated(tools):
     ProductFactory(sku="U-OLD", category=tools)
     rows = [ProductItemFactory(sku="U-OLD", name="Updated"), ProductItemFactory(sku="U-NEW")]
+    competitor = []
 
     def on_progress(stage, done):
         if stage == "validate":
-            ProductFactory(sku="U-NEW", name="Competitor", category=tools)
+            competitor.append(ProductFactory(sku="U-NEW", name="Competitor", category=tools))
 
     result = run_batch(
         serializer_class=ProductSerializer, rows=rows, mode="upsert", on_progress=on_progress
     )
 
-    assert [(r.status, r.errors) for r in result.results] == [
-        ("updated", None),
-        ("error", {"sku": [SKU_TAKEN]}),
-    ]
+    assert [(r.status, r.errors) for r in result.results] == [("updated", None), ("updated", None)]
+    assert result.results[1].id == competitor[0].pk
+    assert result.results[1].data["name"] == rows[1]["name"]
     assert Product.objects.get(sku="U-OLD").name == "Updated"
-    assert Product.objects.get(sku="U-NEW").name == "Competitor"
+    assert Product.objects.get(sku="U-NEW").name == rows[1]["name"]
 
 
 # -- a CHECK constraint the serializer does not enforce -------------------------------
