@@ -196,7 +196,8 @@ class ValidatedColumns:
                 noted = noted_list(plan.serializer)
                 for k, slots, reached in self._slotted:
                     if reached[index]:
-                        noted.extend(Noted(slot, values[k], 0) for slot in slots)
+                        for slot in slots:
+                            noted.append(Noted(slot, values[k], 0))
             return dict(zip(plan.keys, values, strict=True))
         return self._assemble(index)
 

@@ -18,6 +18,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models
 
 from ..compat import raw_cursor
+from .copytext import copy_text
 from .lookups import filter_in, in_batches
 
 # Field types whose Python value psycopg adapts exactly as Django would store it.
@@ -170,23 +171,49 @@ class Statements:
             out.append(value)
         return out
 
+    @cached_property
+    def _ids_sql(self) -> str:
+        """New primary keys, ``%s`` of them, from the table's sequence: its name is looked
+        up once (``pg_get_serial_sequence`` in the statement would look it up per row)."""
+        meta = self.model._meta
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_get_serial_sequence(%s, %s)",
+                [self.connection.ops.quote_name(meta.db_table), meta.pk.column],  # type: ignore[union-attr]
+            )
+            sequence = cursor.fetchone()[0]
+        if sequence is None:  # an identity column of another shape: ask per statement
+            table = self.connection.ops.quote_name(meta.db_table).replace("'", "''")
+            column = meta.pk.column.replace("'", "''")  # type: ignore[union-attr]
+            return (
+                f"SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) "
+                "FROM generate_series(1, %s)"
+            )
+        literal = sequence.replace("'", "''")
+        return f"SELECT nextval('{literal}'::regclass) FROM generate_series(1, %s)"
+
     def copy(self, rows_values: list[dict[str, Any]]) -> list[Any]:
         """``COPY`` the rows into the table; their new primary keys, in order (taken
-        from the table's sequence first, in one query)."""
+        from the table's sequence first, in one query). The rows go as one block of
+        COPY text made a column at a time (``copy_text``) where every value allows it,
+        else row by row through psycopg's adapters."""
         plan = self.insert_plan
         assert plan is not None
         meta = self.model._meta
         columns = ", ".join(self.qn(c.column) for c in [meta.pk, *(f for _, f, _ in plan)])  # type: ignore[union-attr]
-        ids_sql = "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)"
         connection = self.connection
         with connection.cursor() as cursor:
-            cursor.execute(ids_sql, [meta.db_table, meta.pk.column, len(rows_values)])  # type: ignore[union-attr]
+            cursor.execute(self._ids_sql, [len(rows_values)])
             ids = [row[0] for row in cursor.fetchall()]
+            text = copy_text(ids, rows_values, plan)
             copy_sql = f"COPY {self.table} ({columns}) FROM STDIN"
             with connection.wrap_database_errors, raw_cursor(cursor).copy(copy_sql) as copy:
-                write_row = copy.write_row
-                for values, pk in zip(rows_values, ids, strict=True):
-                    write_row([pk, *self.insert_values(values, plan)])
+                if text is not None:
+                    copy.write(text)
+                else:
+                    write_row = copy.write_row
+                    for values, pk in zip(rows_values, ids, strict=True):
+                        write_row([pk, *self.insert_values(values, plan)])
         return ids
 
     # -- changes: UPDATE ... FROM unnest ---------------------------------------------------------

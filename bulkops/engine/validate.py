@@ -52,6 +52,7 @@ from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
 from .staged import StagedChunk, StagedRow
 from .unique import UniqueCheck, key_text, take_unique_checks
 
+_MISSING = object()
 TARGET = "target"  # the constraint name of "one object, named by two rows"
 
 
@@ -225,26 +226,48 @@ class ChunkValidator:
         attributes = self.attributes
         unique_attnames = self.unique_attnames
         before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
+        shapes: dict[tuple, Any] = {}  # validated keys -> how they map to attributes
         for row in rows:
             outcome = outcomes.get(row.index)
             if outcome is None:
                 continue
-            errors = compose(outcome, is_taken, order) if outcome.noted else _errors_of(outcome)
+            # A row that passed and whose unique values are free needs no composing.
+            if outcome.noted and (
+                outcome.stage is not None or any(id(n) in taken for n in outcome.noted)
+            ):
+                errors = compose(outcome, is_taken, order)
+            else:
+                errors = _errors_of(outcome)
             if errors:
                 row.errors = merged(row.errors, errors)
             if row.errors is not None:
                 continue
             validated = outcome.value
-            values: dict[str, Any] = {}
+            keys = tuple(validated)
+            shape = shapes.get(keys, _MISSING)
+            if shape is _MISSING:
+                shape = shapes[keys] = self._shape(keys)
             related = None
-            for name, value in validated.items():
-                attname, target = attributes.get(name, (name, None))
-                if target is not None and value is not None:
-                    if related is None:
-                        related = {}
-                    related[name] = value
-                    value = getattr(value, target)
-                values[attname] = value
+            if shape is None:  # two names for one attribute: in DRF's order, one by one
+                values: dict[str, Any] = {}
+                for name, value in validated.items():
+                    attname, target = attributes.get(name, (name, None))
+                    if target is not None and value is not None:
+                        if related is None:
+                            related = {}
+                        related[name] = value
+                        value = getattr(value, target)
+                    values[attname] = value
+            else:
+                attnames, relations = shape
+                values = dict(zip(attnames, validated.values(), strict=True))
+                for name, attname, target in relations:
+                    value = validated[name]
+                    if value is not None:
+                        if related is None:
+                            related = {}
+                        related[name] = value
+                        values[attname] = getattr(value, target)
             row.values = values
             instance = row.instance
             if instance is None:
@@ -258,6 +281,22 @@ class ChunkValidator:
             for name, value in validated.items():
                 setattr(instance, name, value)
         return {check.name: self._batch_keys(check, rows, before) for check in self.unique_checks}
+
+    def _shape(self, keys: tuple[str, ...]) -> Any:
+        """How validated data with these keys becomes attribute values: the attribute
+        names in order, and the related fields ``(name, attname, target attribute)``;
+        ``None`` when two keys name one attribute."""
+        attributes = self.attributes
+        mapped = [attributes.get(name, (name, None)) for name in keys]
+        attnames = [attname for attname, _ in mapped]
+        if len(set(attnames)) != len(attnames):
+            return None
+        relations = [
+            (name, attname, target)
+            for name, (attname, target) in zip(keys, mapped, strict=True)
+            if target is not None
+        ]
+        return attnames, relations
 
     def _taken(
         self, rows: list[StagedRow], outcomes: dict[int, RowOutcome], nameless: set[int]
