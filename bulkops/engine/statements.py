@@ -18,7 +18,6 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models
 
 from ..compat import raw_cursor
-from .copytext import copy_text
 from .lookups import filter_in, in_batches
 
 # Field types whose Python value psycopg adapts exactly as Django would store it.
@@ -194,9 +193,7 @@ class Statements:
 
     def copy(self, rows_values: list[dict[str, Any]]) -> list[Any]:
         """``COPY`` the rows into the table; their new primary keys, in order (taken
-        from the table's sequence first, in one query). The rows go as one block of
-        COPY text made a column at a time (``copy_text``) where every value allows it,
-        else row by row through psycopg's adapters."""
+        from the table's sequence first, in one query)."""
         plan = self.insert_plan
         assert plan is not None
         meta = self.model._meta
@@ -205,15 +202,12 @@ class Statements:
         with connection.cursor() as cursor:
             cursor.execute(self._ids_sql, [len(rows_values)])
             ids = [row[0] for row in cursor.fetchall()]
-            text = copy_text(ids, rows_values, plan)
             copy_sql = f"COPY {self.table} ({columns}) FROM STDIN"
             with connection.wrap_database_errors, raw_cursor(cursor).copy(copy_sql) as copy:
-                if text is not None:
-                    copy.write(text)
-                else:
-                    write_row = copy.write_row
-                    for values, pk in zip(rows_values, ids, strict=True):
-                        write_row([pk, *self.insert_values(values, plan)])
+                write_row = copy.write_row
+                insert_values = self.insert_values
+                for values, pk in zip(rows_values, ids, strict=True):
+                    write_row([pk, *insert_values(values, plan)])
         return ids
 
     # -- changes: UPDATE ... FROM unnest ---------------------------------------------------------
