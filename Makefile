@@ -2,7 +2,7 @@
 #
 #   make run     .venv, migrate, demo data + admin user, RQ worker + web server on 127.0.0.1:8000
 #   make test    .venv, the whole test suite (PYTEST_ARGS="-k bulk -x" passes options to pytest)
-#   make lint    ruff check + ruff format --check
+#   make lint    ruff check + ruff format --check + mypy bulkops
 #   make format  ruff format + ruff check --fix
 #
 # DATABASE_URL and REDIS_URL pick the services (defaults: SQLite db.sqlite3, redis://127.0.0.1:6379/0).
@@ -41,6 +41,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy bulkops
 
 format: venv
 	$(BIN)/ruff format .

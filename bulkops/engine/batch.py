@@ -341,6 +341,8 @@ class Batch:
                         in_transaction(self._results(self._with_tracked(chunk), Written()))
             return ("rolled_back" if failed else "committed", None)
 
+        reported = [0]  # a retried attempt does not report progress again
+
         def attempt() -> tuple[str, list[Written] | Exception | None]:
             outcomes: list[Written] = []
             with transaction.atomic(using=self.db):
@@ -356,9 +358,12 @@ class Batch:
                     if not refused:
                         self._after_write(chunk, written, objects)
                         if in_transaction is not None:
-                            in_transaction(self._results(chunk, written, objects=objects))
+                            # Kept: the results if it commits, data rendered once.
+                            written.results = self._results(chunk, written, objects=objects)
+                            in_transaction(written.results)
                     done += len(chunk)
-                    if on_progress is not None:
+                    if on_progress is not None and done > reported[0]:
+                        reported[0] = done
                         on_progress("write", done)
                 if refused:
                     transaction.set_rollback(True, using=self.db)
@@ -399,4 +404,6 @@ class Batch:
         if state == "rolled_back":
             # Rows the database refused keep their errors; every other row rolled back.
             return chunk_results(chunk, written, rolled_back=True, dry_run=self.dry_run)
+        if written.results is not None:
+            return written.results
         return self._results(chunk, written)

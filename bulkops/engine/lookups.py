@@ -109,9 +109,12 @@ def guard_related_fields(serializer: Any) -> None:
             continue
         lookup = related.to_internal_value
 
-        def guarded(data: Any, lookup: Any = lookup) -> Any:
+        def guarded(data: Any, lookup: Any = lookup, field: Any = related) -> Any:
             refuse_null_characters(data)
-            return lookup(data)
+            try:
+                return lookup(data)
+            except OverflowError:  # int(1e400) in Django's lookup: DRF lets it through
+                _fail_type(field, data)
 
         related.to_internal_value = guarded  # type: ignore[method-assign]
         related._bulkops_guarded = True  # type: ignore[attr-defined]
@@ -168,7 +171,10 @@ class RelationResolver:
         lookup fails with them (DRF: "Invalid value." / "Incorrect type.")."""
         if not self.is_slug and isinstance(data, bool):
             raise TypeError(data)
-        key = self.model_field.get_prep_value(data)  # type: ignore[union-attr]
+        try:
+            key = self.model_field.get_prep_value(data)  # type: ignore[union-attr]
+        except OverflowError as exc:  # int(1e400): refused as the guarded lookup refuses it
+            raise ValueError(str(exc)) from None
         if isinstance(key, str) and SURROGATES.search(key) is not None:
             raise ValueError("surrogates cannot be encoded")  # as the database driver does
         return key
@@ -219,9 +225,7 @@ class RelationResolver:
             try:
                 key = self._key(data)
             except (TypeError, ValueError):
-                if self.is_slug:
-                    field.fail("invalid")
-                field.fail("incorrect_type", data_type=type(data).__name__)
+                _fail_type(field, data)
         obj = self.map.get(key, _MISSING)
         if obj is _MISSING:
             raise ValidationError(self.missing_message(data), code="does_not_exist")
@@ -239,6 +243,13 @@ class RelationResolver:
         except ValidationError as exc:
             return str(exc.detail[0])  # type: ignore[index]
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fail_type(field: Any, data: Any) -> None:
+    """DRF's message for a value its related field's lookup could not even prepare."""
+    if isinstance(field, SlugRelatedField) or "incorrect_type" not in field.error_messages:
+        field.fail("invalid")
+    field.fail("incorrect_type", data_type=type(data).__name__)
 
 
 def _storable(model_field: models.Field, key: Any, db: str) -> bool:

@@ -54,6 +54,7 @@ class Written:
     ids: dict[int, Any] = field(default_factory=dict)
     refused: dict[int, RowErrors] = field(default_factory=dict)
     actions: dict[int, str] = field(default_factory=dict)
+    results: list[Any] | None = None  # the chunk's results, once rendered in its transaction
 
     def action_of(self, row: StagedRow) -> str | None:
         return self.actions.get(row.index, row.action)
