@@ -199,7 +199,7 @@ class RelationResolver:
                 continue
             try:
                 key = self._key(self._convert(value))
-            except (TypeError, ValueError, OverflowError, DjangoValidationError, ValidationError):
+            except (TypeError, ValueError, DjangoValidationError, ValidationError):
                 continue  # the row's own lookup says why (or raises as DRF's would)
             if key is None or not _storable(self.model_field, key, queryset.db):
                 continue
