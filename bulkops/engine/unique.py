@@ -67,6 +67,16 @@ class UniqueCheck:
             key.append(value)
         return tuple(key)
 
+    def key_of_value(self, value: Any) -> Key | None:
+        """``key_of`` for a one-field check, given that field's value (text and integers,
+        the usual keys, without the general path's calls)."""
+        kind = type(value)
+        if kind is str:
+            return (value.casefold() if self.lookup == "iexact" else value,)
+        if kind is int:
+            return (value,)
+        return self.key_of(lambda attname: value)
+
     # -- one row's value, where its validator stood (``outcome.UniqueSlot``) -------------------
 
     def before_noting(self, slot: Any, value: Any, field: Any) -> None:
@@ -81,6 +91,8 @@ class UniqueCheck:
         ``None`` when it would not look (a NULL part; an update that changes none of the
         fields)."""
         if self.field_level:
+            if len(self.attnames) == 1:
+                return self.key_of_value(value)
             return self.key_of(lambda attname: value)
         values = []
         changed = instance is None
@@ -104,7 +116,15 @@ class UniqueCheck:
         queryset = self.queryset
         connection = connections[queryset.db]
         nul_ok = connection.vendor != "postgresql"
-        wanted = {key for key in keys if all(_storable(part, nul_ok) for part in key)}
+        wanted = set(keys)
+        texts = [key[0] for key in wanted if len(key) == 1 and type(key[0]) is str]
+        joined = "".join(texts)
+        if (
+            len(texts) != len(wanted)
+            or SURROGATES.search(joined) is not None
+            or not (nul_ok or "\x00" not in joined)
+        ):  # all one-part text keys that the database can hold: no need to look one by one
+            wanted = {key for key in wanted if all(_storable(part, nul_ok) for part in key)}
         values = list({k[0] for k in wanted})
         found: dict[Key, Any] = {}
         if not values:

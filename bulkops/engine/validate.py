@@ -334,6 +334,7 @@ class ChunkValidator:
         """The batch keys of the valid rows that write a value (an update that keeps its
         value writes none): rows of the batch that share one are duplicates."""
         batch_keys = []
+        single = check.attnames[0] if len(check.attnames) == 1 else None
         for row in rows:
             if row.action is None or row.errors is not None:
                 continue
@@ -343,7 +344,11 @@ class ChunkValidator:
                 old = before.get(row.index)
                 writes = old is not None and key != check.key_of({**state, **old}.get)
             else:
-                key = check.key_of(row.values.get)  # type: ignore[union-attr]
+                if single is not None:
+                    value = row.values.get(single)  # type: ignore[union-attr]
+                    key = None if value is None else check.key_of_value(value)
+                else:
+                    key = check.key_of(row.values.get)  # type: ignore[union-attr]
                 writes = True
             if key is not None and writes:
                 batch_keys.append([key_text(key), row.position])

@@ -95,6 +95,9 @@ class ChunkWriter:
         names = self.key_attnames
         if not names or len(rows) < 2:
             return rows
+        if len(names) == 1:  # the same order as by 1-tuples, with one call less per row
+            name = names[0]
+            return sorted(rows, key=lambda r: _sortable(r.values.get(name)))  # type: ignore[union-attr]
         return sorted(rows, key=lambda r: tuple(_sortable(r.values.get(n)) for n in names))  # type: ignore[union-attr]
 
     def _isolate(
