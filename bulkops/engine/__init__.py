@@ -12,7 +12,7 @@ from .options import MODES, check_options, natural_key_of
 from .rows import SourceRow
 from .run import run_batch
 from .staged import StagedChunk, StagedRow
-from .store import ChunkStore, JsonLinesStore, MemoryStore, SpoolStore
+from .store import ChunkStore, JsonLinesStore, MemoryStore, PickledStore, SpoolStore
 
 __all__ = [
     "MODES",
@@ -20,6 +20,7 @@ __all__ = [
     "ChunkStore",
     "JsonLinesStore",
     "MemoryStore",
+    "PickledStore",
     "SourceRow",
     "SpoolStore",
     "StagedChunk",

@@ -6,7 +6,15 @@ from decimal import Decimal
 import pytest
 
 import bulkops.engine.run as run_module
-from bulkops.engine import JsonLinesStore, SourceRow, SpoolStore, StagedChunk, StagedRow, run_batch
+from bulkops.engine import (
+    JsonLinesStore,
+    PickledStore,
+    SourceRow,
+    SpoolStore,
+    StagedChunk,
+    StagedRow,
+    run_batch,
+)
 from project.catalog.models import Product
 from project.catalog.serializers import ProductSerializer
 from tests.factories import CategoryFactory, ProductFactory, ProductItemFactory
@@ -88,6 +96,39 @@ def test_json_lines_store_reads_every_chunk_back_equal():
     store.close()
 
 
+def test_pickled_store_reads_every_chunk_back_as_it_went_in():
+    store = PickledStore(Product)
+    chunks = staged_chunks([3, 3, 2])
+    chunks[1].rows[0].source = {"sku": ("a", "tuple"), "odd": Decimal("1.50")}
+    for chunk in chunks:
+        store.append(chunk)
+
+    read = list(store)
+    assert read == chunks
+    assert read[1].rows[0].source == {"sku": ("a", "tuple"), "odd": Decimal("1.50")}
+    assert type(read[0].rows[0].values["price"]) is Decimal
+    assert read[0].model is Product
+    first, second = iter(store), iter(store)
+    assert next(first) == next(second) == chunks[0]
+    assert next(first) == chunks[1]
+    store.close()
+    assert list(store) == []
+
+
+def test_pickled_store_sends_a_chunk_pickle_refuses_as_json():
+    store = PickledStore(Product)
+    chunks = staged_chunks([2, 2])
+    chunks[0].rows[1].source = {"sku": lambda: None}  # no pickle for a lambda
+    for chunk in chunks:
+        store.append(chunk)
+
+    read = list(store)
+    assert read[0].rows[0] == chunks[0].rows[0]
+    assert read[0].rows[1].source["sku"].startswith("<function")  # JSON's tagged text
+    assert read[1] == chunks[1]
+    store.close()
+
+
 # -- run_batch with results streamed, not kept ------------------------------------------
 
 
@@ -127,12 +168,13 @@ def test_keep_results_false_streams_every_result_in_order(tools):
 # -- run_batch with its chunks spooled to disk ------------------------------------------
 
 
-@pytest.fixture
-def small_spool(monkeypatch):
-    """run_batch keeps 8 rows in memory and spools every later chunk."""
+@pytest.fixture(params=[PickledStore, JsonLinesStore])
+def small_spool(request, monkeypatch):
+    """run_batch keeps 8 rows in memory and spools every later chunk (pickled, as
+    run_batch does, or as JSON lines, as a job's stored chunks are)."""
     spooled = []
 
-    class CountingFile(JsonLinesStore):
+    class CountingFile(request.param):
         def append(self, chunk):
             spooled.append([row.index for row in chunk.rows])
             super().append(chunk)
