@@ -170,27 +170,6 @@ class Statements:
             out.append(value)
         return out
 
-    @cached_property
-    def _ids_sql(self) -> str:
-        """New primary keys, ``%s`` of them, from the table's sequence: its name is looked
-        up once (``pg_get_serial_sequence`` in the statement would look it up per row)."""
-        meta = self.model._meta
-        with self.connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_get_serial_sequence(%s, %s)",
-                [self.connection.ops.quote_name(meta.db_table), meta.pk.column],  # type: ignore[union-attr]
-            )
-            sequence = cursor.fetchone()[0]
-        if sequence is None:  # an identity column of another shape: ask per statement
-            table = self.connection.ops.quote_name(meta.db_table).replace("'", "''")
-            column = meta.pk.column.replace("'", "''")  # type: ignore[union-attr]
-            return (
-                f"SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) "
-                "FROM generate_series(1, %s)"
-            )
-        literal = sequence.replace("'", "''")
-        return f"SELECT nextval('{literal}'::regclass) FROM generate_series(1, %s)"
-
     def copy(self, rows_values: list[dict[str, Any]]) -> list[Any]:
         """``COPY`` the rows into the table; their new primary keys, in order (taken
         from the table's sequence first, in one query)."""
@@ -198,9 +177,16 @@ class Statements:
         assert plan is not None
         meta = self.model._meta
         columns = ", ".join(self.qn(c.column) for c in [meta.pk, *(f for _, f, _ in plan)])  # type: ignore[union-attr]
+        # The sequence is named by an uncorrelated subquery, which PostgreSQL runs once
+        # per statement; pg_get_serial_sequence() as nextval's own argument ran once per
+        # row (3 ms against 0.7 ms per 1000 ids here).
+        ids_sql = (
+            "SELECT nextval((SELECT pg_get_serial_sequence(%s, %s)::regclass)) "
+            "FROM generate_series(1, %s)"
+        )
         connection = self.connection
         with connection.cursor() as cursor:
-            cursor.execute(self._ids_sql, [len(rows_values)])
+            cursor.execute(ids_sql, [self.table, meta.pk.column, len(rows_values)])  # type: ignore[union-attr]
             ids = [row[0] for row in cursor.fetchall()]
             copy_sql = f"COPY {self.table} ({columns}) FROM STDIN"
             with connection.wrap_database_errors, raw_cursor(cursor).copy(copy_sql) as copy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -140,7 +141,24 @@ def table_rows(
     width = header_map.width
     max_rows = bulkops_settings.MAX_ROWS
     count = 0
+    # Text cells that are all there (no empty or blank cell, none right of the header):
+    # the row is the header's names zipped with its cells, in the plan's order.
+    names = [name for _, name, _ in plan]
+    positions = [position for position, _, _ in plan]
+    pick = operator.itemgetter(*positions) if len(positions) > 1 else None
+    whole = not convert and pick is not None
     for row_number, cells in records:
+        if whole and len(cells) == width and all(cells):
+            try:
+                blank = any(map(str.isspace, cells))
+            except TypeError:  # a cell that is not text: the general path below
+                blank = True
+            if not blank:
+                count += 1
+                if count > max_rows:
+                    raise row_limit_exceeded(max_rows)
+                yield SourceRow(values=dict(zip(names, pick(cells), strict=True)), row=row_number)  # type: ignore[misc]
+                continue
         last = len(cells) - 1
         while last >= 0 and is_empty(cells[last]):
             last -= 1
