@@ -187,10 +187,13 @@ class RelationResolver:
         # Raw value -> key, so the per-row lookup does not prepare the value twice.
         self.raw_keys = {}
         name = self.field_name
+        raw_keys = self.raw_keys
         for item in items:
             value = item.get(name)
             if value is None or value == "":
                 continue
+            if type(value) in (str, int) and value in raw_keys:
+                continue  # a value seen in this chunk already (a few categories, many rows)
             try:
                 key = self._key(self._convert(value))
             except (TypeError, ValueError, DjangoValidationError, ValidationError):
