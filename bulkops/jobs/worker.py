@@ -23,7 +23,7 @@ from bulkops.conf import bulkops_settings
 
 logger = logging.getLogger("bulkops.jobs")
 
-HEAL_LOCK = "bulkops:heal-lock"
+HEAL_LOCK = "bulkops:heal-lock:{queue}"
 
 
 class BulkWorker(Worker):
@@ -64,7 +64,8 @@ class BulkWorker(Worker):
             return
         self.last_healed = time.monotonic()
         ttl = max(1, int(self.heal_interval * 1000 * 0.9))
-        if not self.connection.set(HEAL_LOCK, self.name, nx=True, px=ttl):
+        lock = HEAL_LOCK.format(queue=bulkops_settings.QUEUE)
+        if not self.connection.set(lock, self.name, nx=True, px=ttl):
             return
         from .heal import heal
 
