@@ -35,22 +35,27 @@ MAX_RESTART_WAIT = 30.0  # seconds between attempts to reach Redis again, at mos
 
 class BulkWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("job_monitoring_interval", max(1, int(self.heal_interval)))
+        if self.heal_interval > 0:
+            kwargs.setdefault("job_monitoring_interval", max(1, int(self.heal_interval)))
         super().__init__(*args, **kwargs)
         self.last_healed = 0.0
 
     @property
     def heal_interval(self) -> float:
-        return float(bulkops_settings.HEAL_INTERVAL)
+        """Seconds between heals; 0 (or None) turns healing off in this worker."""
+        return float(bulkops_settings.HEAL_INTERVAL or 0)
 
     @property
     def dequeue_timeout(self) -> int:
         # Wake up at least once per heal interval even when no job comes.
+        if self.heal_interval <= 0:
+            return super().dequeue_timeout
         return max(1, min(super().dequeue_timeout, int(self.heal_interval)))
 
     @property
     def heal_due(self) -> bool:
-        return time.monotonic() - self.last_healed >= self.heal_interval
+        interval = self.heal_interval
+        return interval > 0 and time.monotonic() - self.last_healed >= interval
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
