@@ -47,9 +47,8 @@ def upload(path, name=None):
 def start_products(user, path, **options):
     options.setdefault("mode", "create")
     options.setdefault("chunk_size", 10)
-    return services.start_file_job(
-        user=user, model="catalog.product", file=upload(path), source="command", **options
-    )
+    options.setdefault("source", "command")
+    return services.start_file_job(user=user, model="catalog.product", file=upload(path), **options)
 
 
 def finished(job):
