@@ -324,12 +324,20 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
 def safe_keys(keys: dict[str, list]) -> dict[str, list]:
     """Batch keys with NUL escaped (jsonb refuses it), keeping distinct keys distinct."""
     out = {}
-    for constraint, pairs in keys.items():
+    for constraint, entries in keys.items():
         out[constraint] = [
-            [text.replace("\\", "\\\\").replace("\x00", "\\0") if "\x00" in text else text, pos]
-            for text, pos in pairs
+            [_escape_nul(entry[0]), *entry[1:]] if _needs_escape(entry[0]) else entry
+            for entry in entries
         ]
     return out
+
+
+def _needs_escape(text: str) -> bool:
+    return "\x00" in text or "\\" in text
+
+
+def _escape_nul(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\x00", "\\0")
 
 
 def row_error(job: BulkJob, staged_row: Any, errors: Any) -> BulkRowError:
