@@ -39,6 +39,11 @@ class BulkWorker(Worker):
             kwargs.setdefault("job_monitoring_interval", max(1, int(self.heal_interval)))
         super().__init__(*args, **kwargs)
         self.last_healed = 0.0
+        self.stopping = False  # a stop was asked for (SIGTERM, SIGINT)
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.stopping = True
+        super().request_stop(signum, frame)
 
     @property
     def heal_interval(self) -> float:
@@ -88,7 +93,7 @@ class BulkWorker(Worker):
             wait = self._wait_for_redis(wait)
 
     def _wait_for_redis(self, wait: float) -> float:
-        while not self._stop_requested:
+        while not self.stopping:
             try:
                 self.connection.ping()
                 self.connection.delete(self.key)  # our own record, if it outlived the loop
