@@ -80,12 +80,8 @@ class BulkWorker(Worker):
                 worked = super().work(burst, **kwargs) or worked
             except redis.exceptions.RedisError as exc:
                 self.log.warning("Worker %s: lost Redis (%s)", self.name, exc)
-            if (
-                burst
-                or self._stop_requested
-                or kwargs.get("max_jobs")
-                or kwargs.get("max_idle_time")
-            ):
+            limited = kwargs.get("max_jobs") or kwargs.get("max_idle_time")
+            if burst or limited or self.stopping or self._stop_requested:
                 return worked
             self.log.warning("Worker %s: the work loop ended; starting it again", self.name)
             with contextlib.suppress(Exception):
