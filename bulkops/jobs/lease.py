@@ -137,7 +137,8 @@ class Heartbeat:
             BulkChunk.objects.filter(pk=self.chunk.pk, claimed_by=self.holder).update(heartbeat=now)
         fields: dict[str, Any] = {}
         if self.job is not None:
-            fields = {"heartbeat": now}
+            # The job's progress is current as of this beat, even in a long query.
+            fields = {"heartbeat": now, "progress_at": now}
             if self.report is not None:
                 fields.update(self.report())
             query = BulkJob.objects.filter(pk=self.job.pk)
