@@ -328,13 +328,17 @@ def retry_failed_chunks(*, job: BulkJob, user: Any) -> BulkJob:
     with transaction.atomic(using=_using()):
         job = _locked(job)
         failed = list(job.chunks.filter(state=BulkChunk.FAILED))
-        stuck_write = (
-            job.atomic == "all"
-            and job.stage == BulkJob.STAGE_WRITE
-            and job.status == BulkJob.FAILED
-            and job.chunks.filter(state=BulkChunk.VALIDATED).exists()
+        # A job-wide step that failed (reading, the duplicate check, an atomic=all write)
+        # is run again from where it stopped.
+        stuck = job.status == BulkJob.FAILED and (
+            job.stage in (BulkJob.STAGE_READ, BulkJob.STAGE_CHECK)
+            or (
+                job.stage == BulkJob.STAGE_WRITE
+                and job.atomic == "all"
+                and job.chunks.filter(state=BulkChunk.VALIDATED).exists()
+            )
         )
-        if job.status not in (BulkJob.FAILED, BulkJob.PARTIAL) or not (failed or stuck_write):
+        if job.status not in (BulkJob.FAILED, BulkJob.PARTIAL) or not (failed or stuck):
             reason = f" It failed because: {job.error}" if job.error else ""
             raise JobStateError(
                 f"This job has no failed chunks to retry (it is {job.status}).{reason}",
@@ -361,7 +365,6 @@ def retry_failed_chunks(*, job: BulkJob, user: Any) -> BulkJob:
         job.error = ""
         job.finished_at = None
         job.notified = False
-        job.options = {k: v for k, v in job.options.items() if k != "write_attempts"}
         job.save()
         _start(job)
     return job
