@@ -33,10 +33,10 @@ def test_a_step_delivered_for_a_done_chunk_does_nothing():
 
 def test_an_unexpected_error_fails_the_job_instead_of_going_round(rq_queue):
     job = make_job(
-        status=BulkJob.VALIDATING, stage=BulkJob.STAGE_READ, serializer="nowhere.Serializer"
+        status=BulkJob.VALIDATING, stage=BulkJob.STAGE_CHECK, serializer="nowhere.Serializer"
     )
     with pytest.raises(ImportError):
-        stages.read_source(job.pk)
+        stages.check_duplicates(job.pk)
     job.refresh_from_db()
     assert job.status == BulkJob.FAILED
     assert job.error.startswith("The job stopped on an unexpected error: ")
