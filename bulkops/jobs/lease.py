@@ -134,15 +134,15 @@ class Heartbeat:
     def beat(self) -> None:
         now = timezone.now()
         if self.chunk is not None:
-            BulkChunk.objects.filter(pk=self.chunk.pk, claimed_by=self.holder).update(heartbeat=now)
-        fields: dict[str, Any] = {}
+            renewed = BulkChunk.objects.filter(pk=self.chunk.pk, claimed_by=self.holder).update(
+                heartbeat=now
+            )
+            if renewed:
+                # The job's progress is current as of now, even while chunks take long.
+                BulkJob.objects.filter(pk=self.chunk.job_id).update(progress_at=now)
         if self.job is not None:
-            # The job's progress is current as of this beat, even in a long query.
-            fields = {"heartbeat": now, "progress_at": now}
+            fields: dict[str, Any] = {"heartbeat": now, "progress_at": now}
             if self.report is not None:
                 fields.update(self.report())
-            query = BulkJob.objects.filter(pk=self.job.pk)
-            if self.chunk is None:
-                query = query.filter(lease=self.holder)
-            query.update(**fields)
+            BulkJob.objects.filter(pk=self.job.pk, lease=self.holder).update(**fields)
         self.beats += 1

@@ -289,9 +289,11 @@ def _read(job: BulkJob) -> None:
             index += 1
             start += len(block)
     with transaction.atomic(using=using()):
-        BulkJob.objects.filter(pk=job.pk, stage=BulkJob.STAGE_READ).update(
+        moved = BulkJob.objects.filter(pk=job.pk, stage=BulkJob.STAGE_READ).update(
             stage=BulkJob.STAGE_VALIDATE, total_rows=start, progress_at=timezone.now()
         )
+        if moved:
+            BulkPayload.objects.filter(job=job).delete()  # the chunks hold the items now
     after_validation(job.pk)
 
 
