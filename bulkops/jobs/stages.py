@@ -450,7 +450,7 @@ def write_tasks(job: BulkJob, *, chunks: list[int] | None = None) -> list[Task]:
         return [Task("write_all", str(job.pk), "write")]
     if chunks is None:
         chunks = list(job.chunks.filter(state=BulkChunk.VALIDATED).values_list("index", flat=True))
-    job.chunks.filter(index__in=chunks).update(heartbeat=timezone.now())
+    job.chunks.filter(index__in=chunks).update(heartbeat=timezone.now(), claimed_by="")
     return [Task("write_chunk", str(job.pk), "write", index) for index in chunks]
 
 
@@ -801,7 +801,7 @@ def resume_stage(job: BulkJob, *, force: bool = False) -> None:
         dispatch([Task("read_source", str(job.pk), "read")], force=force)
     elif job.stage == BulkJob.STAGE_VALIDATE:
         pending = list(job.chunks.filter(state=BulkChunk.NEW).values_list("index", flat=True))
-        job.chunks.filter(index__in=pending).update(heartbeat=timezone.now())
+        job.chunks.filter(index__in=pending).update(heartbeat=timezone.now(), claimed_by="")
         dispatch([Task("validate_chunk", str(job.pk), "validate", i) for i in pending], force=force)
         transaction.on_commit(lambda: after_validation(job.pk), using=using())
     elif job.stage == BulkJob.STAGE_CHECK:
