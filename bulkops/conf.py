@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_UPLOAD_BYTES": 200 * MiB,
     "MAX_ROWS": 2_000_000,
     "MAX_BATCH_REQUESTS": 50,
+    # Requests of one /api/batch/ call (atomic false) that run side by side, each in
+    # its own thread on its own database connection; 1 = one after another.
+    "BATCH_CONCURRENCY": 4,
     "THROTTLE_ITEMS": None,
     # Jobs (bulkops.jobs).
     "STORAGE": "default",  # a STORAGES alias: uploads and payloads any worker can read
@@ -45,9 +48,6 @@ DEFAULTS: dict[str, Any] = {
     # MAX_COMPRESSION_RATIO times their packed size, is refused as a zip bomb.
     "MAX_UNPACKED_BYTES": 1024 * MiB,
     "MAX_COMPRESSION_RATIO": 200,
-    # Worker processes that validate the chunks of a big batch side by side
-    # (PostgreSQL, outside transactions); None = one per core, at most 2; 0 = off.
-    "VALIDATION_WORKERS": None,
     # Legacy 8-bit encoding tried when a text file is not UTF-8/UTF-16.
     "FALLBACK_ENCODING": "cp1252",
 }
