@@ -16,7 +16,7 @@ from django.db import transaction
 
 from bulkops.engine import run_batch
 from bulkops.engine.readers import open_rows
-from bulkops.exceptions import UnreadableFile
+from bulkops.exceptions import InvalidOptions, UnreadableFile
 from bulkops.jobs import services
 from bulkops.jobs.models import BulkChunk, BulkJob, BulkPayload
 from bulkops.jobs.signals import job_finished
@@ -291,3 +291,32 @@ def test_nul_characters_in_items_are_reported_not_crashed_on(ann):
     error = job.row_errors.get()
     assert error.values == {"email": "a@example.com", "name": "A\ufffdB", "country": "DE"}
     assert "name" in error.errors
+
+
+def test_a_column_map_names_the_columns_the_reader_cannot_match(tmp_path, ann, media_root):
+    catalog(products=0)
+    header = ["Artikel", "Bezeichnung", "Kategorie", "price", "Preis (EUR)", "quantity", "notes"]
+    rows = [[f"A-{i}", f"Art {i}", "Tools", "999", f"{i}.50", "1", "x"] for i in range(12)]
+    path = write_csv(tmp_path / "artikel.csv", header, rows)
+    column_map = {
+        "Artikel": "sku",
+        "bezeichnung": "name",  # headers compare as the reader compares them
+        "Kategorie": "category",
+        "price": None,  # a column the reader would match, ignored on purpose ...
+        "Preis (EUR)": "price",  # ... for this one
+        "notes": None,
+    }
+    job = finished(start_products(ann, path, column_map=column_map, chunk_size=5))
+    assert (job.status, job.created) == (BulkJob.COMPLETED, 12), job.error
+    assert Product.objects.get(sku="A-3").price == Decimal("3.50")
+    assert job.options["source"]["columns"] == {
+        "Artikel": "sku", "Bezeichnung": "name", "Kategorie": "category",
+        "Preis (EUR)": "price", "quantity": "quantity",
+    }  # fmt: skip
+
+
+def test_a_column_map_naming_no_field_is_refused_at_once(tmp_path, ann, media_root):
+    path = write_csv(tmp_path / "p.csv", PRODUCT_HEADER, product_rows(2))
+    with pytest.raises(InvalidOptions, match="'colour', which no column can fill"):
+        start_products(ann, path, column_map={"sku": "sku", "Farbe": "colour"})
+    assert not BulkJob.objects.exists()
