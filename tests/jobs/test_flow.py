@@ -320,3 +320,23 @@ def test_a_column_map_naming_no_field_is_refused_at_once(tmp_path, ann, media_ro
     with pytest.raises(InvalidOptions, match="'colour', which no column can fill"):
         start_products(ann, path, column_map={"sku": "sku", "Farbe": "colour"})
     assert not BulkJob.objects.exists()
+
+
+def test_an_upsert_names_the_same_object_twice_as_the_synchronous_engine_does(
+    tmp_path, ann, media_root
+):
+    catalog(products=0)
+    finished(start_products(ann, write_csv(tmp_path / "a.csv", PRODUCT_HEADER, product_rows(5))))
+    rows = product_rows(32)
+    rows[13][0] = rows[1][0]  # an existing product named in chunks 0 and 1 ...
+    rows[29][0] = rows[1][0]  # ... and 2
+    rows[22][0] = rows[21][0]  # a new one twice inside chunk 2
+    path = write_csv(tmp_path / "b.csv", PRODUCT_HEADER, rows)
+    expected = sync_errors(path, mode="upsert")
+
+    job = finished(start_products(ann, path, mode="upsert"))
+
+    errors = {e.row: e.errors for e in job.row_errors.all()}
+    assert errors == expected
+    assert set(errors) == {3, 15, 31, 23, 24}
+    assert (job.status, job.created + job.updated, job.errors) == (BulkJob.PARTIAL, 27, 5)
