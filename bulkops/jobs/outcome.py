@@ -19,8 +19,9 @@ logger = logging.getLogger("bulkops.jobs")
 
 
 def finish_if_written(job_id: Any) -> bool:
-    """Set the job's outcome once every chunk is written or failed. True if this call did."""
-    with transaction.atomic(using=using()):
+    """Set the job's outcome once every chunk is written or failed (inside the caller's
+    transaction, if any). True if this call did."""
+    with transaction.atomic(using=using(), savepoint=False):
         job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
         if job is not None and job.status == BulkJob.CANCELLED:
             # Chunks that were in flight at the cancel still count.

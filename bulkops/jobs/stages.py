@@ -246,7 +246,6 @@ def validate_chunk(job_id: Any, index: int) -> None:
         except Exception as exc:
             fail_chunk(chunk, holder, stage=BulkJob.STAGE_VALIDATE, reason=describe(exc))
             raise
-    after_validation(job.pk)
 
 
 def _validate(job: BulkJob, chunk: BulkChunk) -> None:
@@ -256,12 +255,14 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
     rows = [SourceRow(*row) for row in codec.loads(chunk.source)]
     staged = batch.validate_chunk(start=chunk.start, rows=rows, track_duplicates=False)
     keys = batch.chunk_keys(staged)
+    with codec.no_collection():
+        staged_text = json.dumps(staged.to_json(), separators=(",", ":"))
     invalid = [r for r in staged.rows if r.errors]
     now = timezone.now()
     with transaction.atomic(using=using()):
         changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.NEW).update(
             state=BulkChunk.VALIDATED,
-            staged=json.dumps(staged.to_json(), separators=(",", ":")),
+            staged=staged_text,
             keys=json.dumps(safe_keys(keys), separators=(",", ":")),
             invalid=len(invalid),
             validated_at=now,
@@ -280,6 +281,9 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
             chunks_validated=F("chunks_validated") + 1,
             progress_at=now,
         )
+        # The job's row is locked by that update until this commits: if this is the
+        # last chunk, no other chunk's count can come after, and this moves the job on.
+        after_validation(job.pk)
 
 
 def safe_keys(keys: dict[str, list]) -> dict[str, list]:
@@ -313,8 +317,9 @@ def row_error(job: BulkJob, staged_row: Any, errors: Any) -> BulkRowError:
 
 
 def after_validation(job_id: Any) -> None:
-    """Go on to the duplicate check once the source is read and every chunk validated."""
-    with transaction.atomic(using=using()):
+    """Go on to the duplicate check once the source is read and every chunk validated
+    (inside the caller's transaction, if any)."""
+    with transaction.atomic(using=using(), savepoint=False):
         moved = BulkJob.objects.filter(
             pk=job_id,
             status=BulkJob.VALIDATING,
@@ -396,13 +401,13 @@ def write_chunk(job_id: Any, index: int) -> None:
         except Exception as exc:
             fail_chunk(chunk, holder, stage=BulkJob.STAGE_WRITE, reason=describe(exc))
             raise
-    finish_if_written(job.pk)
 
 
 def load_staged(batch: Any, chunk: BulkChunk) -> Any:
     from bulkops.engine import StagedChunk
 
-    staged = StagedChunk.from_json(json.loads(chunk.staged), model=batch.model)
+    with codec.no_collection():
+        staged = StagedChunk.from_json(json.loads(chunk.staged), model=batch.model)
     if chunk.duplicates:
         errors = {int(position): e for position, e in json.loads(chunk.duplicates).items()}
         staged = staged.with_errors(errors)
@@ -486,9 +491,12 @@ def record_written(
 
 
 def add_to_job(job: BulkJob, counts: dict[str, int]) -> None:
+    """Add a written chunk's counts to the job's, and finish the job if it was the last
+    (the update locks the job's row until the chunk commits: no count comes after)."""
     BulkJob.objects.filter(pk=job.pk).update(
         progress_at=timezone.now(), **{name: F(name) + value for name, value in counts.items()}
     )
+    finish_if_written(job.pk)
 
 
 def row_labels(first_row: int | None, rows: list[Any], refs: list[Any]) -> dict[str, Any] | None:
@@ -523,8 +531,7 @@ def write_all(job_id: Any) -> None:
     def report() -> dict[str, Any]:
         return {"rows_written": progress["rows"]}
 
-    if run_job_task(job_id, BulkJob.STAGE_WRITE, lambda job: _write_all(job, progress), report):
-        finish_if_written(job_id)
+    run_job_task(job_id, BulkJob.STAGE_WRITE, lambda job: _write_all(job, progress), report)
 
 
 def _write_all(job: BulkJob, progress: dict[str, int]) -> None:

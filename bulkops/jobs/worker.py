@@ -17,6 +17,7 @@ restart needs no operator: healing then sends the tasks the restart lost.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from typing import Any
@@ -73,6 +74,9 @@ class BulkWorker(Worker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop; started again (after Redis answers) when it ended on its own."""
+        # What Django and the project loaded stays for good: the work-horses' garbage
+        # collections need not walk it (as gc.freeze() in project/wsgi.py does).
+        gc.freeze()
         burst = kwargs.get("burst", args[0] if args else False)
         worked = False
         wait = 1.0
