@@ -7,5 +7,6 @@ urlpatterns = [
     path("django-rq/", include("django_rq.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/", include("bulkops.jobs.urls")),
     path("api/", include("project.catalog.urls")),
 ]
