@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ITEMS": 1000,
     "MAX_BYTES": 5 * MiB,
     "MAX_ASYNC_ITEMS": 100_000,
+    # Bytes of an asynchronous bulk request (a job): 100,000 items of ~330 bytes.
+    "MAX_ASYNC_BYTES": 32 * MiB,
     "ASYNC_THRESHOLD": 1000,
     "DEFAULT_ATOMIC": "none",
     "CHUNK_SIZE": 1000,

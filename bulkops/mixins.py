@@ -30,9 +30,10 @@ from rest_framework.request import clone_request
 from rest_framework.response import Response
 
 from .engine import SourceRow, run_batch
-from .envelope import BulkOptions, Envelope, InvalidEnvelope, read_envelope
+from .envelope import BulkOptions, Envelope, InvalidEnvelope
 from .exceptions import BulkOpsError
 from .idempotency import ItemKeys, idempotent_response
+from .jobs.bulkasync import AsyncBulkMixin
 from .openapi import BulkAutoSchema
 from .results import BatchResult
 from .throttling import BulkItemThrottle
@@ -90,7 +91,7 @@ class BulkMetadata(SimpleMetadata):
         return actions
 
 
-class BulkMixin:
+class BulkMixin(AsyncBulkMixin):
     """The ``bulk`` route and what the bulk actions share: the envelope, idempotency,
     the item throttle, the permissions and the error responses.
 
@@ -147,11 +148,7 @@ class BulkMixin:
         """The request's envelope, read and checked once (the item throttle needs it too)."""
         envelope = getattr(self, "_bulk_envelope", None)
         if envelope is None:
-            envelope = read_envelope(
-                self.request._request,  # type: ignore[attr-defined]
-                mode=self.get_bulk_mode() or "create",
-                default_atomic=self.bulk_default_atomic,
-            )
+            envelope = self.read_bulk_envelope()  # sync or async limits (bulkops.jobs)
             self._bulk_envelope = envelope
         return envelope
 
@@ -185,6 +182,8 @@ class BulkMixin:
         are reported ``replayed``. A repeated ``Idempotency-Key`` replays the response.
         """
         envelope = self.get_bulk_envelope()
+        if self.bulk_runs_async():
+            return self.bulk_async_response(envelope)  # 202 and a job (bulkops.jobs)
         request = self.request  # type: ignore[attr-defined]
 
         def run() -> Response:

@@ -157,6 +157,12 @@ class BulkJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         """Your jobs, newest first (a superuser's: everyone's)."""
         return super().list(request, *args, **kwargs)
 
+    @extend_schema(
+        responses={
+            200: BulkJobSerializer,
+            404: OpenApiResponse(DetailErrorSerializer, description="No such job of yours."),
+        }
+    )
     def retrieve(self, request: Any, *args: Any, **kwargs: Any) -> Response:
         """One job: its status, options, progress and the links to its results."""
         return super().retrieve(request, *args, **kwargs)
@@ -212,6 +218,11 @@ class BulkJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         )
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "fmt", str, OpenApiParameter.PATH, enum=["csv", "xlsx"], description="File type."
+            )
+        ],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY),
             (200, ERROR_FILE_TYPES["xlsx"]): OpenApiResponse(OpenApiTypes.BINARY),

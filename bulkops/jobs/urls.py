@@ -2,8 +2,7 @@
 
     path("api/", include("bulkops.jobs.urls")),
 
-``errors.csv`` and ``errors.xlsx`` are file names, so they take no trailing slash
-(one is accepted too).
+``errors.csv`` and ``errors.xlsx`` are file names, so they take no trailing slash.
 """
 
 from django.urls import re_path
@@ -16,7 +15,7 @@ router.register("bulk-jobs", BulkJobViewSet, basename="bulkjob")
 
 urlpatterns = [
     re_path(
-        r"^bulk-jobs/(?P<pk>[^/.]+)/errors\.(?P<fmt>csv|xlsx)/?$",
+        r"^bulk-jobs/(?P<pk>[^/.]+)/errors\.(?P<fmt>csv|xlsx)$",
         BulkJobViewSet.as_view({"get": "errors"}),
         name="bulkjob-errors",
     ),
