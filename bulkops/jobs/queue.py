@@ -1,7 +1,8 @@
 """Handing a job's tasks to RQ: on commit, in one pipeline, under ids that say what they do.
 
 Every task is one function of ``bulkops.jobs.tasks`` with the job's id (and a chunk
-index), enqueued as ``bulkops:<job>:<stage>:<chunk>``. Sending a task whose id is still
+index), enqueued as ``bulkops_<job>_<stage>_<chunk>`` (RQ allows only letters, digits,
+``_`` and ``-`` in an id, so not the colons of DESIGN.md). Sending a task whose id is still
 waiting in the queue does nothing, so healing may send it again freely; a task that does
 run twice finds its work done in the database and returns (see ``lease``).
 
@@ -64,14 +65,24 @@ class Task:
 
 
 def task_id(job_id: Any, stage: str, chunk: int | None = None) -> str:
-    """``bulkops:<job>:<stage>:<chunk index>``, or ``...:<stage>:all`` for a job-wide task."""
-    return f"{PREFIX}:{job_id}:{stage}:{'all' if chunk is None else chunk}"
+    """``bulkops_<job>_<stage>_<chunk index>``, or ``..._<stage>_all`` for a job-wide task."""
+    return f"{PREFIX}_{job_id}_{stage}_{'all' if chunk is None else chunk}"
+
+
+_queues: dict[tuple, Any] = {}
 
 
 def get_queue() -> Any:
+    """The ``BULKOPS["QUEUE"]`` queue; its Redis connection pool is kept for the process."""
     import django_rq
+    from django_rq.settings import QUEUES
 
-    return django_rq.get_queue(bulkops_settings.QUEUE)
+    name = bulkops_settings.QUEUE
+    key = (name, repr(sorted(QUEUES.get(name, {}).items())))
+    queue = _queues.get(key)
+    if queue is None:
+        queue = _queues[key] = django_rq.get_queue(name)
+    return queue
 
 
 def runs_in_process() -> bool:
