@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RUNNING_JOBS_PER_USER": 2,
     "MAX_QUEUED_JOBS_PER_USER": 20,
     "JOB_FINISHED": None,  # dotted path of a callable(job) run when a job ends
+    # The site's address, for the links in job e-mails ("https://bulk.example.com");
+    # None: the links are paths.
+    "SITE_URL": None,
     # A task renews its lease on its chunk every HEARTBEAT_INTERVAL seconds; a lease older
     # than STALE_AFTER seconds is a dead worker's, and live workers look for those every
     # HEAL_INTERVAL seconds.

@@ -47,8 +47,8 @@ from bulkops.idempotency import HEADER, fingerprint, idempotent_response
 
 from . import services
 from .limits import RETRY_AFTER
+from .links import job_url
 from .models import BulkJob
-from .serializers import job_url
 
 PREFER_ASYNC = "respond-async"
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from bulkops.conf import ATOMIC_CHOICES
 from bulkops.openapi import AtomicField, _enum_field
 
+from .links import errors_url, job_url
 from .models import BulkJob
 from .results import RESULT_STATUSES
 
@@ -40,16 +40,6 @@ RowStatusField = _enum_field(
     RESULT_STATUSES,
     "unprocessed: never attempted (the job was cancelled, or its chunk failed).",
 )
-
-
-def job_url(job: BulkJob | Any, name: str = "bulkjob-detail") -> str:
-    """The path of a job's resource (``bulkjob-detail``, ``bulkjob-results``, ...)."""
-    job_id = job.pk if isinstance(job, BulkJob) else job
-    return reverse(name, kwargs={"pk": str(job_id)})
-
-
-def errors_url(job: BulkJob | Any, fmt: str = "csv") -> str:
-    return reverse("bulkjob-errors", kwargs={"pk": str(getattr(job, "pk", job)), "fmt": fmt})
 
 
 class BulkJobProgressSerializer(serializers.Serializer):
