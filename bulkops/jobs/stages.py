@@ -306,6 +306,7 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
             invalid=len(invalid),
             validated_at=now,
             claimed_by="",
+            attempts=0,  # attempts count per stage
             error="",
         )
         if not changed:
