@@ -488,3 +488,28 @@ def test_retry_of_a_job_without_failed_chunks_is_409(api, owner):
     assert response.status_code == 409
     assert response.json()["error"] == "job_state"
     assert "no failed chunks to retry" in response.json()["message"]
+
+
+# -- OpenAPI ----------------------------------------------------------------------------
+
+
+def test_the_job_api_is_described_in_the_schema(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    paths = schema["paths"]
+    assert set(paths["/api/bulk-jobs/"]) >= {"get"}
+    assert "/api/bulk-jobs/{id}/" in paths
+    assert set(paths["/api/bulk-jobs/{id}/results/"]["get"]["responses"]) == {"200", "400", "404"}
+    errors = paths["/api/bulk-jobs/{id}/errors.{fmt}"]["get"]
+    assert set(errors["responses"]["200"]["content"]) == {
+        "text/csv",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    }
+    assert set(paths["/api/bulk-jobs/{id}/cancel/"]["post"]["responses"]) == {"200", "404", "409"}
+    components = schema["components"]["schemas"]
+    assert set(components["BulkJob"]["properties"]) == DETAIL_FIELDS
+    assert set(components["BulkJobProgress"]["properties"]) == PROGRESS_FIELDS
+    statuses = components["BulkJobRowStatusEnum"]["enum"]
+    assert statuses == ["created", "updated", "deleted", "error", "rolled_back", "unprocessed"]
+    accepted = paths["/api/products/bulk/"]["post"]["responses"]["202"]
+    assert accepted["content"]["application/json"]["schema"]["$ref"].endswith("BulkJobAccepted")
+    assert "Location" in accepted["headers"]
