@@ -465,9 +465,15 @@ def _write(job: BulkJob, chunk: BulkChunk) -> None:
 
 
 def record_written(
-    job: BulkJob, chunk: BulkChunk, results: list[RowResult], staged: Any = None
+    job: BulkJob,
+    chunk: BulkChunk,
+    results: list[RowResult],
+    staged: Any = None,
+    *,
+    totals: dict[str, int] | None = None,
 ) -> None:
-    """Mark the chunk done with its outcome, inside the transaction that wrote it.
+    """Mark the chunk done with its outcome, inside the transaction that wrote it, and
+    add its counts to the job's (or to ``totals``, for the caller to add at the end).
 
     Rows the database refused at write time become ``BulkRowError``s too; their values
     come from ``staged`` (else the chunk's staged rows are read again).
@@ -508,15 +514,25 @@ def record_written(
     )
     if not changed:
         raise Superseded
+    written = {
+        "rows_written": len(results),
+        "created": counts[CREATED],
+        "updated": counts[UPDATED],
+        "deleted": counts[DELETED],
+        "errors": counts[ERROR],
+        "rolled_back": counts[ROLLED_BACK],
+        "chunks_done": 1,
+    }
+    if totals is not None:
+        for name, value in written.items():
+            totals[name] = totals.get(name, 0) + value
+        return
+    add_to_job(job, written)
+
+
+def add_to_job(job: BulkJob, counts: dict[str, int]) -> None:
     BulkJob.objects.filter(pk=job.pk).update(
-        rows_written=F("rows_written") + len(results),
-        created=F("created") + counts[CREATED],
-        updated=F("updated") + counts[UPDATED],
-        deleted=F("deleted") + counts[DELETED],
-        errors=F("errors") + counts[ERROR],
-        rolled_back=F("rolled_back") + counts[ROLLED_BACK],
-        chunks_done=F("chunks_done") + 1,
-        progress_at=now,
+        progress_at=timezone.now(), **{name: F(name) + value for name, value in counts.items()}
     )
 
 
@@ -596,9 +612,18 @@ def _write_all(job: BulkJob, progress: dict[str, int]) -> None:
     def on_progress(stage: str, done: int) -> None:
         progress["rows"] = done
 
+    # The job's row is updated once, with the last chunk: the heartbeat thread reports
+    # the progress on it meanwhile, through its own connection, and must not wait.
+    totals: dict[str, int] = {}
+    last = chunks[-1].index if chunks else None
+
     def mark(results: list[RowResult]) -> None:
         chunk = by_index[results[0].index // job.chunk_size]  # every chunk but the last is full
-        record_written(job, chunk, results)
+        if chunk.index == 0:
+            totals.clear()  # a new transaction: the rolled-back one's counts are gone
+        record_written(job, chunk, results, totals=totals)
+        if chunk.index == last:
+            add_to_job(job, totals)
 
     results = batch.write_all(staged_chunks(), in_transaction=mark, on_progress=on_progress)
     close = getattr(results, "close", None)

@@ -276,3 +276,17 @@ def test_orders_file_with_row_numbers(tmp_path, ann, media_root):
     error = job.row_errors.get()
     assert error.row == 12
     assert error.errors == {"customer": ["Object with email=nobody@example.com does not exist."]}
+
+
+def test_nul_characters_in_items_are_reported_not_crashed_on(ann):
+    items = [
+        {"email": "a@example.com", "name": "A\x00B", "country": "DE"},
+        {"email": "b@example.com", "name": "B", "country": "DE"},
+    ]
+    job = finished(
+        services.start_payload_job(user=ann, model="catalog.customer", items=items, mode="create")
+    )
+    assert (job.status, job.created, job.errors) == (BulkJob.PARTIAL, 1, 1)
+    error = job.row_errors.get()
+    assert error.values == {"email": "a@example.com", "name": "A\ufffdB", "country": "DE"}
+    assert "name" in error.errors

@@ -352,3 +352,10 @@ def test_workers_read_the_source_from_storage_anywhere(tmp_path, ann, start_work
     other_tmp.mkdir()
     start_worker(cwd=elsewhere, env={"TMPDIR": str(other_tmp)})
     assert_written_once(job, 1500)
+
+
+def test_a_worker_stops_on_sigterm(start_worker, rq_queue):
+    worker = start_worker()
+    wait_for(lambda: RQWorker.all(queue=get_queue()), timeout=30, what="the worker")
+    assert worker.stop(timeout=20) == 0, worker.output()
+    assert "starting it again" not in worker.output()
