@@ -91,7 +91,7 @@ def render_data(job: BulkJob, results: list[RowResult], request: Any) -> None:
     if not wanted:
         return
     try:
-        serializer_class = serializer_class_for(job)
+        serializer_class: Any = serializer_class_for(job)
     except (ImportError, ImproperlyConfigured, LookupError):
         return  # the serializer is gone from the code: ids only
     model = serializer_class.Meta.model
