@@ -269,3 +269,27 @@ def test_views_a_job_cannot_reproduce_refuse_async(api, tools, path, method, rea
 @pytest.mark.urls("tests.jobs.asyncviews")
 def test_a_narrowed_queryset_still_creates_asynchronously(api):
     job_of(post(api, {"items": [item("A-1")], "async": True}, path="/api/active/bulk/"))
+
+
+def test_a_batch_sub_request_may_run_as_a_job(api, tools):
+    body = {
+        "requests": [
+            {
+                "id": "p",
+                "method": "POST",
+                "url": PRODUCTS,
+                "headers": {"Prefer": "respond-async", "Idempotency-Key": "in-batch"},
+                "body": {"items": [item("A-1")]},
+            }
+        ]
+    }
+    first = api.post("/api/batch/", data=json.dumps(body), content_type="application/json")
+    again = api.post("/api/batch/", data=json.dumps(body), content_type="application/json")
+    answer = first.json()["responses"][0]
+    job = BulkJob.objects.get()
+    assert answer["status"] == 202
+    assert answer["body"]["job_id"] == str(job.pk)
+    assert answer["headers"]["Location"] == f"/api/bulk-jobs/{job.pk}/"
+    replayed = again.json()["responses"][0]
+    assert replayed["body"] == answer["body"]
+    assert replayed["headers"]["Idempotent-Replayed"] == "true"
