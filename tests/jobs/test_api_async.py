@@ -5,8 +5,11 @@ whose requests must stay synchronous. The jobs are not run here (see test_api_e2
 # ruff: noqa: F811 - the fixtures imported from apihelpers are parameters here
 
 import json
+import threading
 
 import pytest
+from django.db import connection
+from rest_framework.test import APIClient
 
 from bulkops.jobs.models import BulkJob, BulkPayload
 from tests.jobs.apihelpers import client_for, make_user  # noqa: F401
@@ -293,3 +296,35 @@ def test_a_batch_sub_request_may_run_as_a_job(api, tools):
     replayed = again.json()["responses"][0]
     assert replayed["body"] == answer["body"]
     assert replayed["headers"]["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_async_requests_with_one_key_start_one_job(user):
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent requests need PostgreSQL (SQLite serialises its writers)")
+    barrier = threading.Barrier(4)
+    codes: list[int] = []
+    bodies: list[dict] = []
+
+    def racer():
+        client = APIClient()
+        client.force_authenticate(user)
+        try:
+            barrier.wait(5)
+            response = post(
+                client, {"items": [item("R-1")], "async": True}, HTTP_IDEMPOTENCY_KEY="race"
+            )
+            codes.append(response.status_code)
+            if response.status_code == 202:
+                bodies.append(response.json())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert len(codes) == 4 and set(codes) <= {202, 409} and 202 in codes
+    assert BulkJob.objects.count() == 1
+    assert {body["job_id"] for body in bodies} == {str(BulkJob.objects.get().pk)}
