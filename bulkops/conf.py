@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     # A task renews its lease on its chunk every HEARTBEAT_INTERVAL seconds; a lease older
     # than STALE_AFTER seconds is a dead worker's, and live workers look for those every
     # HEAL_INTERVAL seconds.
-    "HEARTBEAT_INTERVAL": 2,
+    "HEARTBEAT_INTERVAL": 1,
     "STALE_AFTER": 30,
     "HEAL_INTERVAL": 10,
     # Readers: bounds that keep a hostile file from taking unbounded memory.
@@ -53,9 +53,6 @@ DEFAULTS: dict[str, Any] = {
     # MAX_COMPRESSION_RATIO times their packed size, is refused as a zip bomb.
     "MAX_UNPACKED_BYTES": 1024 * MiB,
     "MAX_COMPRESSION_RATIO": 200,
-    # Worker processes that validate the chunks of a big batch side by side
-    # (PostgreSQL, outside transactions); None = one per core, at most 2; 0 = off.
-    "VALIDATION_WORKERS": None,
     # Legacy 8-bit encoding tried when a text file is not UTF-8/UTF-16.
     "FALLBACK_ENCODING": "cp1252",
 }

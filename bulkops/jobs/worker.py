@@ -71,13 +71,14 @@ class BulkWorker(Worker):
             super().run_maintenance_tasks()
         self.heal_jobs()
 
-    def work(self, burst: bool = False, **kwargs: Any) -> bool:
+    def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop; started again (after Redis answers) when it ended on its own."""
+        burst = kwargs.get("burst", args[0] if args else False)
         worked = False
         wait = 1.0
         while True:
             try:
-                worked = super().work(burst, **kwargs) or worked
+                worked = super().work(*args, **kwargs) or worked
             except redis.exceptions.RedisError as exc:
                 self.log.warning("Worker %s: lost Redis (%s)", self.name, exc)
             limited = kwargs.get("max_jobs") or kwargs.get("max_idle_time")

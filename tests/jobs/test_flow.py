@@ -18,7 +18,7 @@ from bulkops.engine import run_batch
 from bulkops.engine.readers import open_rows
 from bulkops.exceptions import UnreadableFile
 from bulkops.jobs import services
-from bulkops.jobs.models import BulkChunk, BulkJob
+from bulkops.jobs.models import BulkChunk, BulkJob, BulkPayload
 from bulkops.jobs.signals import job_finished
 from project.catalog.models import Order, Product
 from project.catalog.serializers import ProductSerializer
@@ -144,6 +144,7 @@ def test_a_payload_job_writes_every_item_once_with_its_ref(ann):
 
     assert (job.status, job.created, job.total_rows) == (BulkJob.COMPLETED, 25, 25)
     assert Order.objects.count() == 25
+    assert not BulkPayload.objects.filter(job=job).exists()  # read into chunks, then gone
     results = list(services.job_results(job))
     assert results[3].ref == "third"
     assert sorted(r.id for r in results) == sorted(Order.objects.values_list("pk", flat=True))

@@ -356,6 +356,10 @@ def test_workers_read_the_source_from_storage_anywhere(tmp_path, ann, start_work
 
 def test_a_worker_stops_on_sigterm(start_worker, rq_queue):
     worker = start_worker()
-    wait_for(lambda: RQWorker.all(queue=get_queue()), timeout=30, what="the worker")
+    wait_for(
+        lambda: [w for w in RQWorker.all(queue=get_queue()) if w.get_state() == "idle"],
+        timeout=30,
+        what="the worker waiting for tasks",
+    )
     assert worker.stop(timeout=20) == 0, worker.output()
     assert "starting it again" not in worker.output()
