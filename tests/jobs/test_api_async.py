@@ -4,6 +4,7 @@ whose requests must stay synchronous. The jobs are not run here (see test_api_e2
 
 # ruff: noqa: F811 - the fixtures imported from apihelpers are parameters here
 
+import gzip
 import json
 import threading
 
@@ -328,3 +329,16 @@ def test_concurrent_async_requests_with_one_key_start_one_job(user):
     assert len(codes) == 4 and set(codes) <= {202, 409} and 202 in codes
     assert BulkJob.objects.count() == 1
     assert {body["job_id"] for body in bodies} == {str(BulkJob.objects.get().pk)}
+
+
+@pytest.mark.urls("tests.jobs.asyncviews")
+def test_a_view_that_cannot_run_jobs_reads_no_further_than_max_bytes(api, settings):
+    settings.BULKOPS = {"MAX_BYTES": 1000, "MAX_ASYNC_BYTES": 100_000}
+    body = gzip.compress(json.dumps({"items": [item("A-1", name="x" * 50_000)]}).encode())
+    for path, limit in (("/api/sync/bulk/", 1000), ("/api/hooked/bulk/", 1000)):
+        response = api.post(
+            path, data=body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
+        )
+        assert response.status_code == 413
+        assert response.json()["limit"] == limit
+        assert response.json()["received"] == limit + 1
