@@ -8,9 +8,12 @@ file. Jobs still queued or running are never touched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.core.files.storage import InvalidStorageError, storages
 from django.db import router, transaction
@@ -85,4 +88,14 @@ def _delete_file(alias: str, name: str) -> bool:
     except (InvalidStorageError, OSError) as exc:
         logger.warning("bulkops purge: could not delete %s from storage: %s", name, exc)
         return False
+    _remove_empty_folder(storage, name)
     return True
+
+
+def _remove_empty_folder(storage: Any, name: str) -> None:
+    """On a file system, the job's own folder (``bulkops/jobs/<id>/``) goes too when empty."""
+    folder = os.path.dirname(name)
+    if not folder:
+        return
+    with contextlib.suppress(NotImplementedError, OSError):  # not a file system, or not empty
+        os.rmdir(storage.path(folder))

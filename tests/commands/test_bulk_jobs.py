@@ -363,7 +363,7 @@ def test_purge_deletes_old_finished_jobs_their_results_and_files(db, settings, t
     now = timezone.now()
     old = partial_job(finished_at=now - datetime.timedelta(days=40))
     storage = storages["default"]
-    name = storage.save("bulkops/jobs/old.csv", ContentFile(b"sku\n"))
+    name = storage.save(f"bulkops/jobs/{old.pk}/old.csv", ContentFile(b"sku\n"))
     BulkJob.objects.filter(pk=old.pk).update(file_name=name, storage="default")
     recent = partial_job(finished_at=now - datetime.timedelta(days=5))
     running = running_job()
@@ -383,6 +383,7 @@ def test_purge_deletes_old_finished_jobs_their_results_and_files(db, settings, t
     assert not BulkRowError.objects.filter(job_id=old.pk).exists()
     assert not BulkChunk.objects.filter(job_id=old.pk).exists()
     assert not storage.exists(name)
+    assert not (tmp_path / "bulkops" / "jobs" / str(old.pk)).exists()  # its folder too
     assert BulkRowError.objects.filter(job_id=recent.pk).count() == 1
 
 
