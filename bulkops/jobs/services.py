@@ -125,6 +125,10 @@ def start_file_job(
 
     bulk_model = _resolve_model(model)
     atomic, chunk_size = _check_options(mode, atomic, chunk_size)
+    if column_map:
+        from .sources import check_column_map
+
+        check_column_map(bulk_model.serializer_class(), column_map)
     filename = os.path.basename(filename or getattr(file, "name", None) or "upload")
     resolve_format(filename, None)
     size = getattr(file, "size", None)

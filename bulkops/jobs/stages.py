@@ -29,42 +29,72 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
-from django.core.files.storage import storages
-from django.db import (
-    InterfaceError,
-    OperationalError,
-    connections,
-    router,
-    transaction,
-)
-from django.db.models import F, Q, Sum
+from django.db import transaction
+from django.db.models import F, Sum
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import BulkOpsError
 from bulkops.results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, RowResult
 
 from . import codec
+from .batches import (
+    TRANSIENT_ERRORS,
+    backoff,
+    batch_for,
+    bulk_model_for,
+    close_connection,
+    close_connection_if_broken,
+    context_for,
+    describe,
+    is_file_job,
+    serializer_class_for,
+    using,
+)
 from .lease import Heartbeat, claim_chunk, claim_job, new_holder, release_chunk, release_job
 from .models import BulkChunk, BulkJob, BulkPayload, BulkRowError
+from .outcome import (
+    COUNTERS,
+    ended,
+    fail_chunk,
+    fail_job,
+    failed_chunks_message,
+    finish_if_written,
+    outcome_status,
+    refresh_counts,
+    rows_label,
+    start_next,
+)
 from .queue import Task, dispatch
-from .signals import job_finished
+from .sources import open_source
+
+# Names other modules (and the job API) import from here.
+__all__ = [
+    "COUNTERS",
+    "batch_for",
+    "bulk_model_for",
+    "context_for",
+    "ended",
+    "fail_job",
+    "failed_chunks_message",
+    "finish_if_written",
+    "is_file_job",
+    "open_source",
+    "outcome_status",
+    "refresh_counts",
+    "rows_label",
+    "serializer_class_for",
+    "start_next",
+    "using",
+]
 
 logger = logging.getLogger("bulkops.jobs")
 
-#: Database errors worth trying again: a lost connection, a deadlock, a serialization failure.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
-#: The first retry waits this long; each next one twice as long (with jitter), at most MAX_BACKOFF.
-BACKOFF = 0.5
-MAX_BACKOFF = 30.0
 
 LETTERS = {CREATED: "c", UPDATED: "u", DELETED: "d", ERROR: "e", ROLLED_BACK: "r"}
 STATUS_OF_LETTER = {letter: status for status, letter in LETTERS.items()}
@@ -76,117 +106,6 @@ class Superseded(Exception):
 
 class ChunkFailed(Exception):
     """A chunk could not be processed after its retries; the message says why."""
-
-
-def using() -> str:
-    return router.db_for_write(BulkJob)
-
-
-# -- the engine, for one job ----------------------------------------------------------
-
-
-def serializer_class_for(job: BulkJob) -> type:
-    if job.serializer:
-        return import_string(job.serializer)
-    return bulk_model_for(job).serializer_class
-
-
-def bulk_model_for(job: BulkJob) -> Any:
-    from bulkops.registry import registry
-
-    return registry.get(job.model)
-
-
-def batch_for(job: BulkJob) -> Any:
-    """The engine's ``Batch`` with the job's options."""
-    from bulkops.engine import Batch
-
-    natural_key = None if job.serializer else (bulk_model_for(job).natural_key or None)
-    return Batch(
-        serializer_class=serializer_class_for(job),
-        mode=job.mode,
-        natural_key=natural_key,
-        atomic=job.atomic,
-        chunk_size=job.chunk_size,
-        dry_run=job.dry_run,
-        context=context_for(job),
-        with_data=False,
-    )
-
-
-def context_for(job: BulkJob) -> dict[str, Any]:
-    """The serializer context of a job's rows: what ``bulk_import`` gives, plus the job's."""
-    context = dict(job.options.get("context") or {})
-    context.update({"request": None, "user": job.user, "bulk_job": job})
-    return context
-
-
-def is_file_job(job: BulkJob) -> bool:
-    return bool(job.file_name)
-
-
-# -- sources -----------------------------------------------------------------------------
-
-
-@contextmanager
-def open_source(job: BulkJob) -> Iterator[tuple[Iterator[tuple], dict[str, Any]]]:
-    """``(rows, info)``: rows as ``(values, row, ref, errors)`` tuples, and what the
-    reader learnt of the source (its format, headers, columns, expected row count).
-
-    Raises ``BulkOpsError`` with one sentence when the source cannot be read.
-    """
-    if not is_file_job(job):
-        try:
-            payload = BulkPayload.objects.get(job=job)
-        except BulkPayload.DoesNotExist:
-            raise BulkOpsError("The job's items are missing; start it again.") from None
-        items = json.loads(payload.items)
-        del payload
-        yield _payload_rows(items), {"total_rows": len(items)}
-        return
-    from bulkops.engine.readers import open_rows
-
-    try:
-        storage = storages[job.storage or bulkops_settings.STORAGE]
-        fileobj = storage.open(job.file_name, "rb")
-    except (OSError, LookupError) as exc:
-        raise BulkOpsError(
-            f"The uploaded file {job.filename or job.file_name!r} can no longer be read "
-            f"from storage ({exc.__class__.__name__}); upload it again."
-        ) from None
-    with fileobj:
-        serializer = serializer_class_for(job)(context=context_for(job))
-        options: dict[str, Any] = {}
-        if job.column_map is not None:
-            options["column_map"] = job.column_map
-        source = open_rows(
-            fileobj,
-            filename=job.filename or job.file_name,
-            serializer=serializer,
-            mode=job.mode,
-            natural_key=None if job.serializer else (bulk_model_for(job).natural_key or None),
-            sheet=job.sheet or None,
-            **options,
-        )
-        with source:
-            info = {
-                "format": source.format,
-                "sheet": source.sheet,
-                "headers": list(source.headers),
-                "columns": dict(source.columns),
-                "unknown_columns": list(source.unknown_columns),
-                "total_rows": source.total_rows,
-            }
-            yield ((r.values, r.row, r.ref, r.errors) for r in source), info
-
-
-def _payload_rows(items: list[Any]) -> Iterator[tuple]:
-    for item in items:
-        ref = None
-        if isinstance(item, dict) and "_ref" in item:
-            item = dict(item)
-            ref = item.pop("_ref")
-        yield item, None, ref, None
 
 
 # -- job-wide tasks --------------------------------------------------------------------
@@ -643,155 +562,6 @@ def _write_all(job: BulkJob, progress: dict[str, int]) -> None:
         close()
 
 
-# -- finishing ---------------------------------------------------------------------------
-
-
-def finish_if_written(job_id: Any) -> bool:
-    """Set the job's outcome once every chunk is written or failed. True if this call did."""
-    with transaction.atomic(using=using()):
-        job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is not None and job.status == BulkJob.CANCELLED:
-            # Chunks that were in flight at the cancel still count.
-            refresh_counts(job)
-            job.save(update_fields=COUNTERS)
-            return False
-        if job is None or job.status != BulkJob.RUNNING:
-            return False
-        if job.chunks_done + job.chunks_failed < job.chunks_total:
-            return False
-        refresh_counts(job)
-        failed_chunks = list(job.chunks.filter(state=BulkChunk.FAILED).order_by("index"))
-        if failed_chunks:
-            job.error = failed_chunks_message(failed_chunks)
-        job.status = outcome_status(job)
-        job.stage = BulkJob.STAGE_DONE
-        job.finished_at = timezone.now()
-        job.progress_at = job.finished_at
-        job.lease = ""
-        job.save()
-        transaction.on_commit(lambda: ended(job.pk), using=using())
-    return True
-
-
-def outcome_status(job: BulkJob) -> str:
-    if job.failed == 0:
-        return BulkJob.COMPLETED
-    if job.succeeded == 0:
-        return BulkJob.FAILED
-    return BulkJob.PARTIAL
-
-
-COUNTERS = [
-    "created",
-    "updated",
-    "deleted",
-    "errors",
-    "rolled_back",
-    "rows_written",
-    "unprocessed",
-    "total_rows",
-]
-
-
-def refresh_counts(job: BulkJob) -> None:
-    """The job's counters summed again from its chunks (their truth), on ``job``."""
-    done = Q(state=BulkChunk.DONE)
-    totals = job.chunks.aggregate(
-        created=Sum("created"),
-        updated=Sum("updated"),
-        deleted=Sum("deleted"),
-        errors=Sum("errors"),
-        rolled_back=Sum("rolled_back"),
-        written=Sum("size", filter=done),
-        pending_invalid=Sum("invalid", filter=~done),
-        pending_rows=Sum("size", filter=~done),
-        rows=Sum("size"),
-    )
-    for name in ("created", "updated", "deleted", "rolled_back"):
-        setattr(job, name, totals[name] or 0)
-    job.errors = (totals["errors"] or 0) + (totals["pending_invalid"] or 0)
-    job.rows_written = totals["written"] or 0
-    job.unprocessed = (totals["pending_rows"] or 0) - (totals["pending_invalid"] or 0)
-    if job.total_rows is None:
-        job.total_rows = totals["rows"] or 0
-
-
-def failed_chunks_message(chunks: list[BulkChunk]) -> str:
-    parts = [f"chunk {c.index + 1} ({rows_label(c)}): {c.error}" for c in chunks[:5]]
-    more = f"; and {len(chunks) - 5} more" if len(chunks) > 5 else ""
-    return (
-        f"{len(chunks)} chunk{'s' if len(chunks) != 1 else ''} failed and can be retried: "
-        + "; ".join(parts)
-        + more
-        + "."
-    )
-
-
-def rows_label(chunk: BulkChunk) -> str:
-    if chunk.first_row is not None:
-        return f"rows {chunk.first_row}-{chunk.first_row + chunk.size - 1}"
-    return f"items {chunk.start}-{chunk.start + chunk.size - 1}"
-
-
-def fail_job(job_id: Any, message: str) -> None:
-    """End the job ``failed`` with one sentence saying why (an unreadable source, say)."""
-    with transaction.atomic(using=using()):
-        job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.is_finished:
-            return
-        refresh_counts(job)
-        job.status = BulkJob.FAILED
-        job.error = message
-        job.finished_at = timezone.now()
-        job.progress_at = job.finished_at
-        job.lease = ""
-        job.save()
-        transaction.on_commit(lambda: ended(job_id), using=using())
-
-
-def fail_chunk(chunk: BulkChunk, holder: str, *, stage: str, reason: str) -> None:
-    """The chunk failed for good (until retried): a failed validation fails the job;
-    a failed write leaves the other chunks going on."""
-    close_connection_if_broken()
-    with transaction.atomic(using=using()):
-        before = BulkChunk.NEW if stage == BulkJob.STAGE_VALIDATE else BulkChunk.VALIDATED
-        changed = BulkChunk.objects.filter(pk=chunk.pk, state=before).update(
-            state=BulkChunk.FAILED, failed_stage=stage, error=reason, claimed_by=""
-        )
-        if not changed:
-            return
-        if stage == BulkJob.STAGE_WRITE:
-            BulkJob.objects.filter(pk=chunk.job_id).update(chunks_failed=F("chunks_failed") + 1)
-    logger.warning("bulkops job %s: chunk %s failed: %s", chunk.job_id, chunk.index, reason)
-    if stage == BulkJob.STAGE_VALIDATE:
-        fail_job(
-            chunk.job_id,
-            f"Chunk {chunk.index + 1} ({rows_label(chunk)}) could not be validated: {reason} "
-            "Retry the failed chunks to go on.",
-        )
-    else:
-        finish_if_written(chunk.job_id)
-
-
-def ended(job_id: Any) -> None:
-    """After a job ended: tell ``job_finished`` receivers once, and start the user's next job."""
-    job = BulkJob.objects.filter(pk=job_id).first()
-    if job is None:
-        return
-    if BulkJob.objects.filter(pk=job_id, notified=False).update(notified=True):
-        try:
-            job_finished.send(sender=BulkJob, job=job)
-        except Exception:
-            logger.exception("bulkops job %s: a job_finished receiver failed", job_id)
-    start_next(job.user_id)
-
-
-def start_next(user_id: Any) -> None:
-    from .limits import start_queued_jobs
-
-    start_queued_jobs(user_id)
-
-
 # -- resuming a stage -----------------------------------------------------------------
 
 
@@ -831,11 +601,6 @@ def worn_out(chunk: BulkChunk, holder: str, stage: str) -> bool:
     return True
 
 
-def backoff(attempt: int) -> float:
-    delay = min(BACKOFF * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
-    return delay * random.uniform(0.8, 1.2)
-
-
 def with_retries(chunk: BulkChunk, work: Callable[[], None]) -> None:
     """``work()``, tried again after transient database errors with exponential backoff,
     at most ``CHUNK_RETRIES`` times; then ``ChunkFailed`` with the last error."""
@@ -865,22 +630,3 @@ def with_retries(chunk: BulkChunk, work: Callable[[], None]) -> None:
             BulkChunk.objects.filter(pk=chunk.pk).update(
                 attempts=F("attempts") + 1, heartbeat=timezone.now(), error=reason
             )
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
-
-
-def close_connection() -> None:
-    """Drop this thread's connection after a database error; the next query reconnects."""
-    connection = connections[using()]
-    try:
-        connection.close()
-    except Exception:  # already broken; Django forgets it anyway
-        connection.connection = None
-
-
-def close_connection_if_broken() -> None:
-    connections[using()].close_if_unusable_or_obsolete()

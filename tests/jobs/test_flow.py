@@ -16,7 +16,7 @@ from django.db import transaction
 
 from bulkops.engine import run_batch
 from bulkops.engine.readers import open_rows
-from bulkops.exceptions import UnreadableFile
+from bulkops.exceptions import InvalidOptions, UnreadableFile
 from bulkops.jobs import services
 from bulkops.jobs.models import BulkChunk, BulkJob, BulkPayload
 from bulkops.jobs.signals import job_finished
@@ -291,3 +291,52 @@ def test_nul_characters_in_items_are_reported_not_crashed_on(ann):
     error = job.row_errors.get()
     assert error.values == {"email": "a@example.com", "name": "A\ufffdB", "country": "DE"}
     assert "name" in error.errors
+
+
+def test_a_column_map_names_the_columns_the_reader_cannot_match(tmp_path, ann, media_root):
+    catalog(products=0)
+    header = ["Artikel", "Bezeichnung", "Kategorie", "price", "Preis (EUR)", "quantity", "notes"]
+    rows = [[f"A-{i}", f"Art {i}", "Tools", "999", f"{i}.50", "1", "x"] for i in range(12)]
+    path = write_csv(tmp_path / "artikel.csv", header, rows)
+    column_map = {
+        "Artikel": "sku",
+        "bezeichnung": "name",  # headers compare as the reader compares them
+        "Kategorie": "category",
+        "price": None,  # a column the reader would match, ignored on purpose ...
+        "Preis (EUR)": "price",  # ... for this one
+        "notes": None,
+    }
+    job = finished(start_products(ann, path, column_map=column_map, chunk_size=5))
+    assert (job.status, job.created) == (BulkJob.COMPLETED, 12), job.error
+    assert Product.objects.get(sku="A-3").price == Decimal("3.50")
+    assert job.options["source"]["columns"] == {
+        "Artikel": "sku", "Bezeichnung": "name", "Kategorie": "category",
+        "Preis (EUR)": "price", "quantity": "quantity",
+    }  # fmt: skip
+
+
+def test_a_column_map_naming_no_field_is_refused_at_once(tmp_path, ann, media_root):
+    path = write_csv(tmp_path / "p.csv", PRODUCT_HEADER, product_rows(2))
+    with pytest.raises(InvalidOptions, match="'colour', which no column can fill"):
+        start_products(ann, path, column_map={"sku": "sku", "Farbe": "colour"})
+    assert not BulkJob.objects.exists()
+
+
+def test_an_upsert_names_the_same_object_twice_as_the_synchronous_engine_does(
+    tmp_path, ann, media_root
+):
+    catalog(products=0)
+    finished(start_products(ann, write_csv(tmp_path / "a.csv", PRODUCT_HEADER, product_rows(5))))
+    rows = product_rows(32)
+    rows[13][0] = rows[1][0]  # an existing product named in chunks 0 and 1 ...
+    rows[29][0] = rows[1][0]  # ... and 2
+    rows[22][0] = rows[21][0]  # a new one twice inside chunk 2
+    path = write_csv(tmp_path / "b.csv", PRODUCT_HEADER, rows)
+    expected = sync_errors(path, mode="upsert")
+
+    job = finished(start_products(ann, path, mode="upsert"))
+
+    errors = {e.row: e.errors for e in job.row_errors.all()}
+    assert errors == expected
+    assert set(errors) == {3, 15, 31, 23, 24}
+    assert (job.status, job.created + job.updated, job.errors) == (BulkJob.PARTIAL, 27, 5)
