@@ -38,8 +38,9 @@ def test_what_looks_like_a_tag_or_cannot_be_stored_stays_data(value):
 
 
 def test_plain_json_is_plain():
-    text = codec.dumps([{"a": "ü", "b": [1, None]}])
-    assert text == '[{"a":"ü","b":[1,null]}]'
+    text = codec.dumps([{"a": "ü", "b": [1, None], "$date": "x"}])
+    assert text == 'p[{"a":"ü","b":[1,null],"$date":"x"}]'
+    assert codec.loads(text) == [{"a": "ü", "b": [1, None], "$date": "x"}]
 
 
 def test_jsonb_safe_replaces_nul_and_keeps_structure():
