@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ITEMS": 1000,
     "MAX_BYTES": 5 * MiB,
     "MAX_ASYNC_ITEMS": 100_000,
+    # Bytes of an asynchronous bulk request (a job): 100,000 items of ~330 bytes.
+    "MAX_ASYNC_BYTES": 32 * MiB,
     "ASYNC_THRESHOLD": 1000,
     "DEFAULT_ATOMIC": "none",
     "CHUNK_SIZE": 1000,
@@ -35,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RUNNING_JOBS_PER_USER": 2,
     "MAX_QUEUED_JOBS_PER_USER": 20,
     "JOB_FINISHED": None,  # dotted path of a callable(job) run when a job ends
+    # The site's address, for the links in job e-mails ("https://bulk.example.com");
+    # None: the links are paths.
+    "SITE_URL": None,
     # A task renews its lease on its chunk every HEARTBEAT_INTERVAL seconds; a lease older
     # than STALE_AFTER seconds is a dead worker's, and live workers look for those every
     # HEAL_INTERVAL seconds.

@@ -35,9 +35,10 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from .engine import SourceRow, run_batch
-from .envelope import BulkOptions, Envelope, InvalidEnvelope, check_media_type, read_envelope
+from .envelope import BulkOptions, Envelope, InvalidEnvelope, check_media_type
 from .exceptions import BulkOpsError
 from .idempotency import ItemKeys, idempotent_response
+from .jobs.bulkasync import AsyncBulkMixin
 from .openapi import BulkAutoSchema
 from .results import ERROR, BatchResult, RowResult
 from .throttling import BulkItemThrottle
@@ -86,7 +87,7 @@ class BulkMetadata(SimpleMetadata):
         return actions
 
 
-class BulkMixin:
+class BulkMixin(AsyncBulkMixin):
     """The ``bulk`` route and what the bulk actions share: the envelope, idempotency,
     the item throttle, the permissions and the error responses.
 
@@ -214,11 +215,7 @@ class BulkMixin:
         envelope = getattr(self, "_bulk_envelope", None)
         if envelope is None:
             check_media_type(self.request)  # type: ignore[attr-defined]
-            envelope = read_envelope(
-                self.request._request,  # type: ignore[attr-defined]
-                mode=self.get_bulk_mode() or "create",
-                default_atomic=self.bulk_default_atomic,
-            )
+            envelope = self.read_bulk_envelope()  # sync or async limits (bulkops.jobs)
             self._bulk_envelope = envelope
         return envelope
 
@@ -314,6 +311,8 @@ class BulkMixin:
         are reported ``replayed``. A repeated ``Idempotency-Key`` replays the response.
         """
         envelope = self.get_bulk_envelope()
+        if self.bulk_runs_async():
+            return self.bulk_async_response(envelope)  # 202 and a job (bulkops.jobs)
         request = self.request  # type: ignore[attr-defined]
 
         def run() -> Response:

@@ -117,7 +117,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-BULKOPS: dict = {}
+# Links in the job e-mails point at the demo server (make run); the e-mails themselves
+# are printed by the console backend unless DJANGO_EMAIL_BACKEND names another.
+BULKOPS: dict = {"SITE_URL": os.environ.get("BULKOPS_SITE_URL", "http://127.0.0.1:8000")}
+EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "bulkops@localhost")
 
 LOGGING = {
     "version": 1,
