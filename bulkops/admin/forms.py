@@ -53,6 +53,10 @@ class UploadForm(forms.Form):
 
     file = forms.FileField(
         label="Spreadsheet",
+        error_messages={
+            "required": "Choose the file to import.",
+            "empty": "The file is empty; its first row must hold the column names.",
+        },
         widget=forms.ClearableFileInput(
             attrs={"accept": ",".join(f".{fmt}" for fmt in UPLOAD_FORMATS)}
         ),
@@ -123,11 +127,6 @@ class UploadForm(forms.Form):
                 f"The file is {describe_size(upload.size)}, more than the limit of "
                 f"{describe_size(limit)}; split it into smaller files.",
                 code="file_too_large",
-            )
-        if upload.size == 0:
-            raise forms.ValidationError(
-                "The file is empty; its first row must hold the column names.",
-                code="empty_file",
             )
         return upload
 

@@ -22,7 +22,7 @@ from rest_framework import serializers
 from bulkops.conf import bulkops_settings
 from bulkops.engine.readers import resolve_format
 from bulkops.engine.readers.cells import is_empty
-from bulkops.engine.readers.files import check_upload_size, file_size
+from bulkops.engine.readers.files import OLE2_MAGIC, check_upload_size, file_size, read_magic
 from bulkops.engine.readers.headers import (
     ID_FIELD,
     FieldIndex,
@@ -46,8 +46,8 @@ SAMPLE_CHARS = 60
 # JSON objects may differ in their keys; the first few name the columns.
 JSON_ITEMS_FOR_HEADERS = 20
 
-# How the engine's readers name a column in messages, per format.
 _WORKBOOKS = ("xlsx", "xls", "ods")
+_ENCRYPTION_INFO = "EncryptionInfo".encode("utf-16-le")
 
 
 @dataclass
@@ -101,6 +101,7 @@ def inspect_file(
     total_rows = None
     sheet_name = None
     if fmt in _WORKBOOKS:
+        refuse_encrypted(fileobj)
         workbook = Workbook(fileobj, fmt=fmt, sheet=sheet)
         try:
             sheet_name = workbook.sheet_name
@@ -157,6 +158,28 @@ def inspect_file(
         data_rows=len(samples),
         total_rows=total_rows,
     )
+
+
+def refuse_encrypted(fileobj: IO[bytes]) -> None:
+    """Refuse a password-protected Office workbook with a sentence that says so.
+
+    Excel saves an encrypted .xlsx as an OLE2 container holding an
+    ``EncryptionInfo`` stream; without this check it reads as "not a zip archive".
+    """
+    if read_magic(fileobj, 8) != OLE2_MAGIC:
+        return
+    tail = b""
+    try:
+        while block := fileobj.read(1024 * 1024):
+            if _ENCRYPTION_INFO in tail + block:
+                raise UnreadableFile(
+                    "This workbook is protected with a password, so it cannot be read; open "
+                    "it, remove the password, save it and upload it again.",
+                    code="encrypted_workbook",
+                )
+            tail = block[-len(_ENCRYPTION_INFO) :]
+    finally:
+        fileobj.seek(0)
 
 
 def _head(records: Iterator[tuple[int, list[Any]]]) -> tuple[int | None, Any, list[list[Any]]]:
@@ -285,9 +308,15 @@ def suggest_mapping(
         spellings.setdefault(normalise_header(name), name)
         if f.label:
             spellings.setdefault(normalise_header(str(f.label)), name)
+    # The signature ignores case and spacing, so look the remembered choices up the same way.
+    remembered_choices = (
+        {normalise_header(header): name for header, name in remembered.mapping.items()}
+        if remembered is not None
+        else {}
+    )
     for column in preview.columns:
-        if remembered is not None and column.header in remembered.mapping:
-            choice = remembered.mapping[column.header]
+        if normalise_header(column.header) in remembered_choices:
+            choice = remembered_choices[normalise_header(column.header)]
             if choice is None or choice in accepted:
                 column.suggested, column.reason = choice, "remembered"
                 continue

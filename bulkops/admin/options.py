@@ -59,7 +59,7 @@ from .mapping import (
     remember_mapping,
     suggest_mapping,
 )
-from .resources import resource_for
+from .resources import TextSafeXLSX, resource_for
 
 
 class BulkImportMixin:
@@ -406,7 +406,7 @@ def _export_formats() -> list[type]:
     installed (XLSX needs openpyxl, ODS odfpy)."""
     wanted = (
         base_formats.CSV,
-        base_formats.XLSX,
+        TextSafeXLSX,
         base_formats.TSV,
         base_formats.ODS,
         base_formats.JSON,
@@ -434,3 +434,8 @@ class BulkImportExportMixin(BulkImportMixin, ExportMixin):
         if getattr(self, "resource_classes", None):
             return super().get_export_resource_classes(request)
         return [resource_for(self.get_bulk_model())]
+
+    def get_data_for_export(self, request: HttpRequest, queryset: Any, **kwargs: Any) -> Any:
+        dataset = super().get_data_for_export(request, queryset, **kwargs)
+        dataset.title = str(self.model._meta.verbose_name_plural).capitalize()
+        return dataset

@@ -11,10 +11,12 @@ edited and uploaded again as an upsert without touching a header.
 from __future__ import annotations
 
 import datetime
+import io
 from typing import Any
 
 from django.utils import timezone
 from import_export import fields, resources, widgets
+from import_export.formats import base_formats
 from rest_framework import serializers
 from rest_framework.relations import SlugRelatedField
 
@@ -44,12 +46,22 @@ class IsoDateTimeWidget(widgets.Widget):
 
 
 class PlainDecimalWidget(widgets.DecimalWidget):
-    """Decimals as the serializer writes them ("10.00"), never as a float."""
+    """Decimals as numbers in workbooks and as plain text ("1234.50") in text files:
+    never with the thousands separators of a locale, which the import would refuse."""
 
     def render(self, value: Any, obj: Any = None, **kwargs: Any) -> Any:
         if value is None:
             return ""
-        return format(value, "f")
+        return value if kwargs.get("force_native_type") else format(value, "f")
+
+
+class PlainIntegerWidget(widgets.IntegerWidget):
+    """Whole numbers without a locale's thousands separators."""
+
+    def render(self, value: Any, obj: Any = None, **kwargs: Any) -> Any:
+        if value is None:
+            return ""
+        return value if kwargs.get("force_native_type") else str(value)
 
 
 def _field_for(name: str, field: serializers.Field) -> fields.Field | None:
@@ -60,6 +72,8 @@ def _field_for(name: str, field: serializers.Field) -> fields.Field | None:
         return fields.Field(attribute=name, column_name=name, widget=IsoDateTimeWidget())
     if isinstance(field, serializers.DecimalField):
         return fields.Field(attribute=name, column_name=name, widget=PlainDecimalWidget())
+    if isinstance(field, serializers.IntegerField):
+        return fields.Field(attribute=name, column_name=name, widget=PlainIntegerWidget())
     return None
 
 
@@ -85,3 +99,53 @@ def resource_for(bulk_model: Any) -> type[resources.ModelResource]:
         },
     )
     return type(f"{model.__name__}BulkResource", (resources.ModelResource,), attrs)
+
+
+class TextSafeXLSX(base_formats.XLSX):
+    """XLSX export in which text is always text.
+
+    tablib hands a cell value to openpyxl as is, and openpyxl stores a string that
+    starts with ``=`` as a formula: a category named ``=SUM(A1)`` would come out as
+    a formula (run when the file is opened, and empty when it is read back). Here
+    every string is written as a string cell, so the file shows what the database
+    holds, runs nothing, and imports back unchanged.
+    """
+
+    def export_data(self, dataset: Any, **kwargs: Any) -> bytes:
+        from openpyxl import Workbook
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.styles import Font
+        from openpyxl.utils.exceptions import IllegalCharacterError
+
+        book = Workbook(write_only=True)
+        sheet = book.create_sheet(_sheet_title(dataset.title))
+        bold = Font(bold=True)
+
+        def cell(value: Any, *, header: bool = False) -> Any:
+            out = WriteOnlyCell(sheet, value=value)
+            if isinstance(value, str):
+                out.data_type = "s"
+            if header:
+                out.font = bold
+            return out
+
+        try:
+            if dataset.headers:
+                sheet.append([cell(header, header=True) for header in dataset.headers])
+            for row in dataset:
+                sheet.append([cell(value) for value in row])
+        except IllegalCharacterError:
+            raise ValueError(
+                "Some text holds control characters a workbook cannot store; export as CSV."
+            ) from None
+        out = io.BytesIO()
+        book.save(out)
+        return out.getvalue()
+
+
+def _sheet_title(title: Any) -> str:
+    # Sheet names: at most 31 characters, none of []:*?/\
+    text = str(title or "Export")
+    for char in "[]:*?/\\":
+        text = text.replace(char, " ")
+    return text[:31].strip() or "Export"

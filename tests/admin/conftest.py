@@ -41,6 +41,12 @@ def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    """Uploads land in a directory of the test's own, never in the project's media/."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
 def make_staff(username: str, *perms: str, superuser: bool = False) -> User:
     """A staff user holding ``perms`` ("catalog.add_product", ...)."""
     user = User.objects.create_user(
