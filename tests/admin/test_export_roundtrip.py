@@ -16,8 +16,8 @@ import pytest
 from django.core.management import call_command
 from django.forms.models import model_to_dict
 
-from bulkops.admin.resources import resource_for
 from bulkops.admin.bulkmodel import bulk_model_for
+from bulkops.admin.resources import resource_for
 from project.catalog.models import Category, Customer, Order, Product
 from tests.factories import CategoryFactory, CustomerFactory, OrderFactory, ProductFactory
 
