@@ -26,6 +26,18 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ROWS": 2_000_000,
     "MAX_BATCH_REQUESTS": 50,
     "THROTTLE_ITEMS": None,
+    # Jobs (bulkops.jobs).
+    "STORAGE": "default",  # a STORAGES alias: uploads and payloads any worker can read
+    "CHUNK_RETRIES": 3,  # retries of a chunk after a transient database error
+    "MAX_RUNNING_JOBS_PER_USER": 2,
+    "MAX_QUEUED_JOBS_PER_USER": 20,
+    "JOB_FINISHED": None,  # dotted path of a callable(job) run when a job ends
+    # A task renews its lease on its chunk every HEARTBEAT_INTERVAL seconds; a lease older
+    # than STALE_AFTER seconds is a dead worker's, and live workers look for those every
+    # HEAL_INTERVAL seconds.
+    "HEARTBEAT_INTERVAL": 2,
+    "STALE_AFTER": 30,
+    "HEAL_INTERVAL": 10,
     # Readers: bounds that keep a hostile file from taking unbounded memory.
     "MAX_COLUMNS": 1000,
     "MAX_CELL_CHARS": 1 * MiB,

@@ -78,6 +78,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 RQ_SYNC = os.environ.get("BULKOPS_RQ_SYNC", "0") == "1"
+# BulkWorker is RQ's worker plus the healing of bulkops jobs (bulkops/jobs/worker.py).
+RQ = {"WORKER_CLASS": "bulkops.jobs.worker.BulkWorker", "COMMIT_MODE": "on_db_commit"}
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "ASYNC": not RQ_SYNC},
     "bulkops": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "ASYNC": not RQ_SYNC},
