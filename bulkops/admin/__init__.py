@@ -11,6 +11,7 @@ Django's admin autodiscovery imports this module, which registers ``BulkJob``'s 
 (``/admin/bulkops/bulkjob/``).
 """
 
+from .jobs import BulkJobAdmin
 from .options import BulkImportExportMixin, BulkImportMixin
 
-__all__ = ["BulkImportExportMixin", "BulkImportMixin"]
+__all__ = ["BulkImportExportMixin", "BulkImportMixin", "BulkJobAdmin"]

@@ -82,7 +82,11 @@ def outcome_sentence(job: BulkJob) -> str:
     """What a finished job did, in one sentence."""
     rows = model_name(job)
     written = []
-    for count, verb in ((job.created, "created"), (job.updated, "updated"), (job.deleted, "deleted")):
+    for count, verb in (
+        (job.created, "created"),
+        (job.updated, "updated"),
+        (job.deleted, "deleted"),
+    ):
         if count:
             written.append(f"{verb} {count:,}")
     failed = []
@@ -108,6 +112,37 @@ def outcome_sentence(job: BulkJob) -> str:
     return f"The import failed: {did} {rows}{trouble}.{reason}"
 
 
+_STAGE_DONE_WORDS = {
+    BulkJob.STAGE_QUEUED: "waiting for a worker",
+    BulkJob.STAGE_READ: "read",
+    BulkJob.STAGE_VALIDATE: "validated",
+    BulkJob.STAGE_CHECK: "validated",
+    BulkJob.STAGE_CONFIRM: "validated",
+    BulkJob.STAGE_WRITE: "written",
+    BulkJob.STAGE_DONE: "processed",
+}
+
+
+def progress_text(job: BulkJob, progress: dict[str, Any]) -> str:
+    """ "12,000 of 100,000 rows validated, about 20 s left" — the bar's words."""
+    if job.stage == BulkJob.STAGE_QUEUED and not job.is_finished:
+        return "Waiting for a worker."
+    processed = progress.get("processed") or 0
+    total = progress.get("total")
+    done = _STAGE_DONE_WORDS.get(job.stage, "processed")
+    text = (
+        f"{processed:,} of {total:,} rows {done}"
+        if total is not None
+        else f"{processed:,} rows {done}"
+    )
+    if job.stage == BulkJob.STAGE_CHECK and not job.is_finished:
+        text += "; checking for duplicates across the file"
+    eta = progress.get("eta_seconds")
+    if eta and not job.is_finished:
+        text += f", about {eta} s left" if eta < 90 else f", about {round(eta / 60)} min left"
+    return text + "."
+
+
 class ModelFilter(admin.SimpleListFilter):
     """The models of the jobs this user can see (never other users' models)."""
 
@@ -121,7 +156,9 @@ class ModelFilter(admin.SimpleListFilter):
         found = []
         for label in sorted(set(labels)):
             model = apps.get_model(label) if "." in label else None
-            found.append((label, str(model._meta.verbose_name_plural).capitalize() if model else label))
+            found.append(
+                (label, str(model._meta.verbose_name_plural).capitalize() if model else label)
+            )
         return found
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -134,8 +171,16 @@ class ModelFilter(admin.SimpleListFilter):
 class BulkJobAdmin(admin.ModelAdmin):
     """Jobs, read-only: they change through their page's buttons and the actions."""
 
-    list_display = ["job", "status_badge", "model_label", "user", "source", "rows", "progress_bar",
-                    "created_at"]
+    list_display = [
+        "job",
+        "status_badge",
+        "model_label",
+        "user",
+        "source",
+        "rows",
+        "progress_bar",
+        "created_at",
+    ]
     list_display_links = ["job"]
     list_filter = ["status", ModelFilter, "source"]
     list_select_related = ["user"]
@@ -250,7 +295,9 @@ class BulkJobAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
         return [
-            path("<uuid:job_id>/status.json", wrap(self.status_view), name="bulkops_bulkjob_status"),
+            path(
+                "<uuid:job_id>/status.json", wrap(self.status_view), name="bulkops_bulkjob_status"
+            ),
             path("<uuid:job_id>/confirm/", wrap(self.confirm_view), name="bulkops_bulkjob_confirm"),
             path("<uuid:job_id>/cancel/", wrap(self.cancel_view), name="bulkops_bulkjob_cancel"),
             path("<uuid:job_id>/retry/", wrap(self.retry_view), name="bulkops_bulkjob_retry"),
@@ -310,9 +357,12 @@ class BulkJobAdmin(admin.ModelAdmin):
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
+            "has_view_permission": True,
+            "changelist_url": reverse("admin:bulkops_bulkjob_changelist"),
             "title": self._title(job),
             "job": job,
             "progress": progress,
+            "progress_text": progress_text(job, progress),
             "status_url": reverse("admin:bulkops_bulkjob_status", args=[job.pk]),
             "active": not job.is_finished and not waiting,
             "waiting": waiting,
@@ -372,8 +422,10 @@ class BulkJobAdmin(admin.ModelAdmin):
     def _model_changelist_url(self, request: HttpRequest, job: BulkJob) -> str | None:
         model = model_of(job)
         import_admin = self._import_admin(job)
-        if model is None or import_admin is None or not import_admin.has_view_or_change_permission(
-            request
+        if (
+            model is None
+            or import_admin is None
+            or not import_admin.has_view_or_change_permission(request)
         ):
             return None
         opts = model._meta
@@ -410,8 +462,21 @@ class BulkJobAdmin(admin.ModelAdmin):
         from django.core.paginator import Paginator
 
         chunks = job.chunks.order_by("index").only(
-            "index", "start", "size", "first_row", "state", "failed_stage", "attempts", "error",
-            "invalid", "created", "updated", "deleted", "errors", "rolled_back", "job_id",
+            "index",
+            "start",
+            "size",
+            "first_row",
+            "state",
+            "failed_stage",
+            "attempts",
+            "error",
+            "invalid",
+            "created",
+            "updated",
+            "deleted",
+            "errors",
+            "rolled_back",
+            "job_id",
         )
         page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(number)
         return page, list(page.object_list)
@@ -448,6 +513,7 @@ class BulkJobAdmin(admin.ModelAdmin):
                 "waiting_for_confirmation": job.status == BulkJob.VALIDATED
                 and job.confirmed_at is None,
                 "progress": progress,
+                "text": progress_text(job, job.progress),
                 "chunks": dict(_count_states(job)),
             }
         )
@@ -515,9 +581,7 @@ class BulkJobAdmin(admin.ModelAdmin):
             messages.error(request, reason)
             return HttpResponseRedirect(back)
         if job.status != BulkJob.VALIDATED or job.confirmed_at is not None:
-            messages.error(
-                request, "Rows can be fixed only before the import is confirmed."
-            )
+            messages.error(request, "Rows can be fixed only before the import is confirmed.")
             return HttpResponseRedirect(job_url(job))
         _, rows = preview.rows_page(job, number)
         edits = preview.parse_edits(job, rows, request.POST)

@@ -171,10 +171,8 @@ def write_failed_rows(job: Any, fmt: str) -> IO[bytes]:
     """The failed rows as uploaded, plus ``row`` and ``errors`` columns, in a temporary
     file (rewound; the caller closes it). Streams: a million failures never sit in memory."""
     columns = job_columns(job)
-    out = tempfile.TemporaryFile()
-    writer = ErrorFileWriter(
-        out, [header for header, _ in columns], dict(columns), format=fmt
-    )
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - returned; FileResponse closes it
+    writer = ErrorFileWriter(out, [header for header, _ in columns], dict(columns), format=fmt)
     for error in failed_rows(job).iterator(chunk_size=1000):
         values = error.values if isinstance(error.values, Mapping) else {}
         plain = {name: _plain(value) for name, value in values.items()}

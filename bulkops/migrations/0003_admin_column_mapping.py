@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("bulkops", "0001_idempotency"),
+        ("bulkops", "0002_jobs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
