@@ -12,6 +12,7 @@ by POST; the views only check who asks, call, and say what happened.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from typing import Any
 
@@ -263,10 +264,11 @@ class BulkJobAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
         extra_context = dict(extra_context or {})
         if request.user.has_module_perms("django_rq"):
-            try:
-                extra_context["rq_dashboard_url"] = reverse("admin:django_rq_queue_changelist")
-            except NoReverseMatch:
-                extra_context["rq_dashboard_url"] = reverse("rq_home")
+            # django-rq's own admin entry (RQ_SHOW_ADMIN_LINK), when it is registered.
+            with contextlib.suppress(NoReverseMatch):
+                extra_context["rq_dashboard_url"] = reverse(
+                    f"{self.admin_site.name}:django_rq_dashboard_changelist"
+                )
         return super().changelist_view(request, extra_context)
 
     @admin.action(description="Cancel selected jobs", permissions=["cancel"])
