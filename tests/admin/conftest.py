@@ -19,6 +19,17 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
+
+# The jobs' own harness: a queue of the test's own, real `rqworker` processes
+# (PostgreSQL), or jobs run in-process (SQLite).
+from tests.jobs.conftest import (  # noqa: F401
+    in_process,
+    media_root,
+    rq_queue,
+    start_worker,
+    wait_job,
+)
 
 CHROMIUM = os.environ.get("BULKOPS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -69,6 +80,17 @@ def superuser(db) -> User:
 def admin_client(client, superuser):
     client.force_login(superuser)
     return client
+
+
+@pytest.fixture
+def job_runner(request):
+    """Jobs run as they do in production: one real RQ worker process on PostgreSQL; on
+    SQLite, whose test database no other process can reach, in the web process."""
+    if connection.vendor == "postgresql":
+        request.getfixturevalue("start_worker")()
+        return "worker"
+    request.getfixturevalue("in_process")
+    return "in-process"
 
 
 def xlsx_bytes(rows: list[list[Any]], *, sheet: str = "Sheet1") -> bytes:
