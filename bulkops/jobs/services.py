@@ -354,6 +354,8 @@ def retry_failed_chunks(*, job: BulkJob, user: Any) -> BulkJob:
             chunk.save(update_fields=["state", "failed_stage", "attempts", "error", "claimed_by"])
         if revalidating and job.stage not in (BulkJob.STAGE_READ, BulkJob.STAGE_VALIDATE):
             job.stage = BulkJob.STAGE_VALIDATE
+        elif not revalidating:
+            job.stage = BulkJob.STAGE_WRITE
         job.chunks_failed = max(job.chunks_failed - write_failed, 0)
         job.status = BulkJob.QUEUED
         job.error = ""

@@ -303,7 +303,6 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
             state=BulkChunk.VALIDATED,
             staged=json.dumps(staged.to_json(), separators=(",", ":")),
             keys=json.dumps(safe_keys(keys), separators=(",", ":")),
-            source="",
             invalid=len(invalid),
             validated_at=now,
             claimed_by="",
@@ -325,12 +324,20 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
 def safe_keys(keys: dict[str, list]) -> dict[str, list]:
     """Batch keys with NUL escaped (jsonb refuses it), keeping distinct keys distinct."""
     out = {}
-    for constraint, pairs in keys.items():
+    for constraint, entries in keys.items():
         out[constraint] = [
-            [text.replace("\\", "\\\\").replace("\x00", "\\0") if "\x00" in text else text, pos]
-            for text, pos in pairs
+            [_escape_nul(entry[0]), *entry[1:]] if _needs_escape(entry[0]) else entry
+            for entry in entries
         ]
     return out
+
+
+def _needs_escape(text: str) -> bool:
+    return "\x00" in text or "\\" in text
+
+
+def _escape_nul(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\x00", "\\0")
 
 
 def row_error(job: BulkJob, staged_row: Any, errors: Any) -> BulkRowError:
@@ -449,31 +456,45 @@ def load_staged(batch: Any, chunk: BulkChunk) -> Any:
 def _write(job: BulkJob, chunk: BulkChunk) -> None:
     batch = batch_for(job)
     staged = load_staged(batch, chunk)
-    recorded: list[bool] = []
-
-    def mark_done(results: list[RowResult]) -> None:
-        record_written(job, chunk, staged, results)
-        recorded.append(True)
-
-    results = batch.write_chunk(staged, in_transaction=mark_done)
-    if not recorded:
-        # The engine wrote nothing in a transaction of its own (a rolled-back chunk):
-        # the outcome is still recorded exactly once.
-        with transaction.atomic(using=using()):
-            record_written(job, chunk, staged, results)
+    # The engine calls this inside the transaction that writes the chunk (and, when it
+    # gave up on the chunk, in one of its own): rows and "done" commit together.
+    batch.write_chunk(
+        staged, in_transaction=lambda results: record_written(job, chunk, results, staged)
+    )
 
 
-def record_written(job: BulkJob, chunk: BulkChunk, staged: Any, results: list[RowResult]) -> None:
-    """Mark the chunk done with its outcome, inside the transaction that wrote it."""
+def record_written(
+    job: BulkJob, chunk: BulkChunk, results: list[RowResult], staged: Any = None
+) -> None:
+    """Mark the chunk done with its outcome, inside the transaction that wrote it.
+
+    Rows the database refused at write time become ``BulkRowError``s too; their values
+    come from ``staged`` (else the chunk's staged rows are read again).
+    """
     results = sorted(results, key=lambda r: r.index)
     counts = dict.fromkeys(LETTERS, 0)
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
+    failed = [r.index for r in results if r.status == ERROR]
+    if failed:
+        known = set(
+            BulkRowError.objects.filter(job=job, index__in=failed).values_list("index", flat=True)
+        )
+        late = [r for r in results if r.status == ERROR and r.index not in known]
+        if late:
+            if staged is None:
+                kept = BulkChunk.objects.only("staged", "duplicates").get(pk=chunk.pk)
+                staged = load_staged(batch_for(job), kept)
+            rows = {r.index: r for r in staged.rows}
+            BulkRowError.objects.bulk_create(
+                [row_error(job, rows[r.index], r.errors) for r in late if r.index in rows]
+            )
     now = timezone.now()
     changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.VALIDATED).update(
         state=BulkChunk.DONE,
         outcome=outcome_of(chunk, results),
-        staged="",  # retention: staged rows go once written
+        staged="",  # retention: the rows go once written; errors and counts stay
+        source="",
         keys="",
         created=counts[CREATED],
         updated=counts[UPDATED],
@@ -486,20 +507,6 @@ def record_written(job: BulkJob, chunk: BulkChunk, staged: Any, results: list[Ro
     )
     if not changed:
         raise Superseded
-    known = {r.index for r in staged.rows if r.errors}
-    by_index = {r.index: r for r in staged.rows}
-    late = [
-        row_error(job, by_index[r.index], r.errors)
-        for r in results
-        if r.status == ERROR and r.index not in known and r.index in by_index
-    ]
-    if late:
-        BulkRowError.objects.bulk_create(
-            late,
-            update_conflicts=True,
-            unique_fields=["job", "index"],
-            update_fields=["errors"],
-        )
     BulkJob.objects.filter(pk=job.pk).update(
         rows_written=F("rows_written") + len(results),
         created=F("created") + counts[CREATED],
@@ -574,43 +581,28 @@ def write_all(job_id: Any) -> None:
 
 def _write_all(job: BulkJob, progress: dict[str, int]) -> None:
     batch = batch_for(job)
-    chunks = list(
-        job.chunks.order_by("index").only(
-            "pk", "index", "start", "size", "first_row", "staged", "duplicates"
-        )
-    )
-    staged_chunks: dict[int, Any] = {}
+    chunks = list(job.chunks.order_by("index").only("pk", "index", "start", "size", "first_row"))
+    by_index = {chunk.index: chunk for chunk in chunks}
 
-    def staged_iter() -> Iterator[Any]:
+    def staged_chunks() -> Iterator[Any]:
+        # A one-shot iterator: the engine keeps the chunks in a spool file of its own
+        # while it writes, so the job never holds every row in memory.
         for chunk in chunks:
-            staged = load_staged(batch, chunk)
-            staged_chunks[chunk.index] = staged
-            yield staged
+            yield load_staged(
+                batch, BulkChunk.objects.only("staged", "duplicates").get(pk=chunk.pk)
+            )
 
     def on_progress(stage: str, done: int) -> None:
         progress["rows"] = done
 
-    recorded: list[bool] = []
+    def mark(results: list[RowResult]) -> None:
+        chunk = by_index[results[0].index // job.chunk_size]  # every chunk but the last is full
+        record_written(job, chunk, results)
 
-    def mark_all(results: list[RowResult]) -> None:
-        _record_all(job, chunks, staged_chunks, results)
-        recorded.append(True)
-
-    results = batch.write_all(staged_iter(), in_transaction=mark_all, on_progress=on_progress)
-    if not recorded:
-        with transaction.atomic(using=using()):
-            _record_all(job, chunks, staged_chunks, list(results))
-
-
-def _record_all(
-    job: BulkJob, chunks: list[BulkChunk], staged: dict[int, Any], results: list[RowResult]
-) -> None:
-    by_chunk: dict[int, list[RowResult]] = {}
-    size = job.chunk_size  # every chunk but the last is full
-    for result in results:
-        by_chunk.setdefault(result.index // size, []).append(result)
-    for chunk in chunks:
-        record_written(job, chunk, staged[chunk.index], by_chunk.get(chunk.index, []))
+    results = batch.write_all(staged_chunks(), in_transaction=mark, on_progress=on_progress)
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()
 
 
 # -- finishing ---------------------------------------------------------------------------

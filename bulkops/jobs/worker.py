@@ -8,14 +8,20 @@ worker also runs ``bulkops.jobs.heal.heal`` every ``HEAL_INTERVAL`` seconds: whi
 waits for a job (it waits at most that long at a time) and while its work-horse runs one.
 A Redis lock lets one worker of many heal at a time. The worker process closes its
 database connections after healing, so the work-horses it forks open their own.
+
+RQ's work loop ends when Redis goes away in the middle of it (a restart, a failover).
+This worker waits for Redis to answer again and starts the loop anew, so a Redis
+restart needs no operator: healing then sends the tasks the restart lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
+import redis
 from django.db import connections
 from rq import Worker
 
@@ -24,26 +30,32 @@ from bulkops.conf import bulkops_settings
 logger = logging.getLogger("bulkops.jobs")
 
 HEAL_LOCK = "bulkops:heal-lock:{queue}"
+MAX_RESTART_WAIT = 30.0  # seconds between attempts to reach Redis again, at most
 
 
 class BulkWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("job_monitoring_interval", max(1, int(self.heal_interval)))
+        if self.heal_interval > 0:
+            kwargs.setdefault("job_monitoring_interval", max(1, int(self.heal_interval)))
         super().__init__(*args, **kwargs)
         self.last_healed = 0.0
 
     @property
     def heal_interval(self) -> float:
-        return float(bulkops_settings.HEAL_INTERVAL)
+        """Seconds between heals; 0 (or None) turns healing off in this worker."""
+        return float(bulkops_settings.HEAL_INTERVAL or 0)
 
     @property
     def dequeue_timeout(self) -> int:
         # Wake up at least once per heal interval even when no job comes.
+        if self.heal_interval <= 0:
+            return super().dequeue_timeout
         return max(1, min(super().dequeue_timeout, int(self.heal_interval)))
 
     @property
     def heal_due(self) -> bool:
-        return time.monotonic() - self.last_healed >= self.heal_interval
+        interval = self.heal_interval
+        return interval > 0 and time.monotonic() - self.last_healed >= interval
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -54,8 +66,44 @@ class BulkWorker(Worker):
             super().run_maintenance_tasks()
         self.heal_jobs()
 
+    def work(self, burst: bool = False, **kwargs: Any) -> bool:
+        """RQ's work loop; started again (after Redis answers) when it ended on its own."""
+        worked = False
+        wait = 1.0
+        while True:
+            try:
+                worked = super().work(burst, **kwargs) or worked
+            except redis.exceptions.RedisError as exc:
+                self.log.warning("Worker %s: lost Redis (%s)", self.name, exc)
+            if (
+                burst
+                or self._stop_requested
+                or kwargs.get("max_jobs")
+                or kwargs.get("max_idle_time")
+            ):
+                return worked
+            self.log.warning("Worker %s: the work loop ended; starting it again", self.name)
+            with contextlib.suppress(Exception):
+                self.unsubscribe()
+            wait = self._wait_for_redis(wait)
+
+    def _wait_for_redis(self, wait: float) -> float:
+        while not self._stop_requested:
+            try:
+                self.connection.ping()
+                self.connection.delete(self.key)  # our own record, if it outlived the loop
+                return 1.0
+            except redis.exceptions.RedisError:
+                time.sleep(wait)
+                wait = min(wait * 2, MAX_RESTART_WAIT)
+        return wait
+
     def maintain_heartbeats(self, job: Any) -> None:
-        super().maintain_heartbeats(job)
+        try:
+            super().maintain_heartbeats(job)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # The work-horse goes on; its work is in the database, not in Redis.
+            self.log.warning("Worker %s: no heartbeat to Redis (%s)", self.name, exc)
         self.heal_jobs()
 
     def heal_jobs(self) -> None:
@@ -65,7 +113,10 @@ class BulkWorker(Worker):
         self.last_healed = time.monotonic()
         ttl = max(1, int(self.heal_interval * 1000 * 0.9))
         lock = HEAL_LOCK.format(queue=bulkops_settings.QUEUE)
-        if not self.connection.set(lock, self.name, nx=True, px=ttl):
+        try:
+            if not self.connection.set(lock, self.name, nx=True, px=ttl):
+                return
+        except redis.exceptions.RedisError:
             return
         from .heal import heal
 

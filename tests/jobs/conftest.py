@@ -8,6 +8,7 @@ writes is committed for the workers to see.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,10 +101,8 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL the worker and its work-horse at once: a machine that died."""
         for process in self.processes():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-            except psutil.NoSuchProcess:
-                pass
         self.proc.wait(timeout=10)
 
     def stop(self, timeout: float = 15) -> int:

@@ -27,7 +27,8 @@ def test_a_lease_gone_quiet_is_taken_over(settings):
     settings.BULKOPS = {"STALE_AFTER": 5}
     job = make_job(chunks=1)
     assert claim_chunk(job.pk, 0, state=BulkChunk.NEW, holder="dead")
-    BulkChunk.objects.filter(job=job).update(heartbeat=timezone.now() - timezone.timedelta(seconds=6))
+    quiet = timezone.now() - timezone.timedelta(seconds=6)
+    BulkChunk.objects.filter(job=job).update(heartbeat=quiet)
     taken = claim_chunk(job.pk, 0, state=BulkChunk.NEW, holder="alive")
     assert taken is not None and taken.claimed_by == "alive"
 
@@ -51,8 +52,9 @@ def test_the_heartbeat_renews_the_lease_and_reports_progress(settings):
     chunk = claim_chunk(job.pk, 0, state=BulkChunk.NEW, holder="h")
     claimed_at = chunk.heartbeat
     claim_job(job.pk, stage=BulkJob.STAGE_WRITE, holder="h")
-    with Heartbeat(holder="h", chunk=chunk) as beat, Heartbeat(
-        holder="h", job=job, report=lambda: {"rows_written": 7}
+    with (
+        Heartbeat(holder="h", chunk=chunk) as beat,
+        Heartbeat(holder="h", job=job, report=lambda: {"rows_written": 7}),
     ):
         time.sleep(0.5)
     assert beat.beats >= 2
