@@ -1,7 +1,12 @@
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class BulkOpsConfig(AppConfig):
     name = "bulkops"
     verbose_name = "Bulk operations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Each app's bulk.py registers its bulk-enabled models (see bulkops.registry).
+        autodiscover_modules("bulk")

@@ -45,9 +45,6 @@ DEFAULTS: dict[str, Any] = {
     # MAX_COMPRESSION_RATIO times their packed size, is refused as a zip bomb.
     "MAX_UNPACKED_BYTES": 1024 * MiB,
     "MAX_COMPRESSION_RATIO": 200,
-    # Worker processes that validate the chunks of a big batch side by side
-    # (PostgreSQL, outside transactions); None = one per core, at most 2; 0 = off.
-    "VALIDATION_WORKERS": None,
     # Legacy 8-bit encoding tried when a text file is not UTF-8/UTF-16.
     "FALLBACK_ENCODING": "cp1252",
 }

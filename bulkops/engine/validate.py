@@ -3,23 +3,26 @@
 DRF validates one row at a time and, for a ``ModelSerializer``, runs one query per
 related field (``SlugRelatedField`` / ``PrimaryKeyRelatedField``) and one per unique
 field or unique-together set *per row*: that is where its time goes. Here one
-serializer instance validates every row of a batch, with those queries taken out of
-the row loop:
+serializer instance validates every row of a chunk, with those queries taken out
+of the row loop:
 
 - each related field resolves from a map fetched with one ``__in`` query per chunk;
-- unique validators are removed from the fields and checked with one query per
-  constraint per chunk, plus a batch-wide key map for duplicates inside the batch;
+- unique validators come off the fields and are checked with one query per
+  constraint per chunk (``unique``);
 - objects to update or delete are fetched with one query per chunk.
 
 Everything else — field validation, ``validate_<field>``, ``validate()`` — is DRF's
 own, per row, so a project's serializer rules keep working untouched.
+
+A chunk is validated on its own: duplicates *between* rows of the batch are found
+from the keys each chunk records (``StagedChunk.keys``, see ``duplicates``), so
+chunks may be validated in any order, by any worker.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -29,109 +32,27 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import empty
 from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
-from rest_framework.validators import (
-    ProhibitSurrogateCharactersValidator,
-    UniqueTogetherValidator,
-    UniqueValidator,
-)
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-from .lookups import (
-    AMBIGUOUS,
-    SURROGATE_CHECK,
-    RelationResolver,
-    batch_serializer_class,
-    field_plan,
-    filter_in,
-    in_batches,
-    lookup_value,
-)
+from .errors import non_field_key, plain_errors
+from .lookups import AMBIGUOUS, RelationResolver, filter_in, in_batches, lookup_value
+from .options import CREATE, DELETE, UPDATE, UPSERT
+from .rows import SourceRow
+from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
+from .staged import StagedChunk, StagedRow
+from .unique import UniqueCheck, key_text, take_unique_checks
 
-CREATE, UPDATE, DELETE = "create", "update", "delete"
-NON_FIELD = "non_field_errors"
+TARGET = "target"  # the constraint name of "one object, named by two rows"
 
 
-@dataclass(slots=True)
-class PreparedRow:
-    """A row after validation: what to do with which instance, or why it cannot."""
-
-    index: int
-    row: int | None
-    ref: Any
-    values: Any
-    action: str | None = None
-    instance: models.Model | None = None
-    update_fields: tuple[str, ...] = ()
-    errors: dict[str, list[str]] | None = None
-    # A row to create keeps its validated data; the model instance is built only
-    # where one is needed (bulk_create, output data, hooks): COPY does without.
-    validated: dict[str, Any] | None = None
-    pk: Any = None
-    copy_values: list[Any] | None = None  # filled ahead of the write (ChunkWriter.prepare)
-
-    def get_instance(self, model: type[models.Model]) -> models.Model:
-        if self.instance is None:
-            self.instance = model(**self.validated)  # type: ignore[arg-type]
-            if self.pk is not None:
-                self.instance.pk = self.pk
-                self.instance._state.adding = False
-        return self.instance
-
-    def value_of(self, source: str) -> Any:
-        if self.instance is not None:
-            return getattr(self.instance, source, None)
-        return self.validated.get(source) if self.validated is not None else None
-
-    @property
-    def position(self) -> int:
-        """The row number for file rows, the index for API items: unique in a batch."""
-        return self.row if self.row is not None else self.index
-
-    @property
-    def label(self) -> str:
-        return label_of(self.position, is_file_row=self.row is not None)
-
-
-def label_of(position: int, *, is_file_row: bool) -> str:
-    return f"row {position}" if is_file_row else f"item {position}"
-
-
-def plain_errors(detail: Any) -> Any:
-    """DRF's ``ErrorDetail`` tree as plain strings, lists and dicts."""
-    if isinstance(detail, Mapping):
-        return {str(k): plain_errors(v) for k, v in detail.items()}
-    if isinstance(detail, list | tuple):
-        return [plain_errors(v) for v in detail]
-    return str(detail)
-
-
-def add_error(row: PreparedRow, field: str, message: str) -> None:
+def add_error(row: StagedRow, field: str, message: str) -> None:
     if row.errors is None:
         row.errors = {}
     row.errors.setdefault(field, []).append(message)
 
 
-@dataclass
-class UniqueCheck:
-    """One unique constraint, checked once per chunk instead of once per row."""
-
-    sources: tuple[str, ...]  # model field names
-    field_names: tuple[str, ...]  # serializer field names, for error keys
-    queryset: Any
-    message: str
-    lookup: str = "exact"
-
-    @property
-    def error_key(self) -> str:
-        return self.field_names[0] if len(self.field_names) == 1 else NON_FIELD
-
-
 class ChunkValidator:
-    """Validates chunks of one batch with a single serializer instance.
-
-    It keeps batch-wide maps (unique keys, update targets) so duplicates across
-    chunks are found too; a row found to clash with a *later* row is recorded in
-    ``late_errors`` and picked up before anything is written.
-    """
+    """Validates the chunks of one batch with a single serializer instance."""
 
     def __init__(
         self,
@@ -144,44 +65,44 @@ class ChunkValidator:
     ) -> None:
         self.mode = mode
         self.natural_key = tuple(natural_key)
-        self.serializer = batch_serializer_class(serializer_class)(
-            context=context or {}, partial=mode == "update"
-        )
         meta = getattr(serializer_class, "Meta", None)
         self.model: type[models.Model] = getattr(meta, "model", None)  # type: ignore[assignment]
         if self.model is None:
             raise ImproperlyConfigured(
                 f"{serializer_class.__name__} has no Meta.model; bulkops needs a ModelSerializer."
             )
+        self.serializer = batch_serializer_class(serializer_class)(
+            context=context or {}, partial=mode == UPDATE
+        )
         self.queryset = queryset if queryset is not None else self.model._default_manager.all()
         self.db = router.db_for_write(self.model)
-        # Batch-wide maps hold one int (the row's position) per key, so a million-row
-        # batch costs tens of megabytes here, not the rows themselves.
-        self.late_errors: dict[int, dict[str, list[str]]] = {}
-        self._seen: dict[int, dict[Any, int]] = {}
-        self._targets: dict[Any, tuple[int, str]] = {}
-        # False in a worker process (parallel.py): duplicates inside the batch are
-        # then found by the parent from ``batch_keys``, in row order.
-        self.batch_wide = True
         self.relations: list[RelationResolver] = []
         self.unique_checks: list[UniqueCheck] = []
         if mode != DELETE:
             self._prepare_fields()
-        if mode == "upsert" and not self.natural_key:
+        if mode == UPSERT and not self.natural_key:
             raise ImproperlyConfigured(
                 f"Upsert needs a natural key for {self.model.__name__}: set "
                 f"natural_key = ('field',) on {serializer_class.__name__}.Meta."
             )
-        for name in self.natural_key:
-            field = self.model._meta.get_field(name)
+        opts = self.model._meta
+        self.key_fields = [opts.get_field(name) for name in self.natural_key]
+        for field in self.key_fields:
             if field.is_relation:
                 raise ImproperlyConfigured(
-                    f"natural_key field {name!r} of {self.model.__name__} is a relation; "
+                    f"natural_key field {field.name!r} of {self.model.__name__} is a relation; "
                     "name the object by its own unique fields."
                 )
         self.select_related = [
-            f.name for f in self.model._meta.concrete_fields if f.many_to_one or f.one_to_one
+            f.name for f in opts.concrete_fields if f.many_to_one or f.one_to_one
         ]
+        # Validated data name -> (attribute name, attribute of the related object or None).
+        self.attributes: dict[str, tuple[str, str | None]] = {}
+        for f in opts.concrete_fields:
+            if f.is_relation:
+                self.attributes[f.name] = (f.attname, f.target_field.attname)  # type: ignore[union-attr]
+            self.attributes.setdefault(f.attname, (f.attname, None))
+        self.unique_attnames = {a for check in self.unique_checks for a in check.attnames}
 
     # -- setting up the serializer -------------------------------------------------
 
@@ -193,9 +114,7 @@ class ChunkValidator:
         serializer._bulkops_read_only_defaults = any(
             f.read_only and f.default is not empty for f in serializer.fields.values()
         )
-        for field in serializer.fields.values():
-            if field.read_only:
-                continue
+        for field in serializer._bulkops_writable:
             if isinstance(field, ManyRelatedField | serializers.BaseSerializer):
                 raise ImproperlyConfigured(
                     f"{name}.{field.field_name} is a writable many-to-many or nested field; "
@@ -206,127 +125,159 @@ class ChunkValidator:
                 if isinstance(field, SlugRelatedField) and "__" in field.slug_field:
                     continue  # a lookup path: leave DRF's own per-row query
                 self.relations.append(RelationResolver(field))
-            kept = []
-            for validator in field.validators:
-                if type(validator) is ProhibitSurrogateCharactersValidator:
-                    kept.append(SURROGATE_CHECK)
-                elif isinstance(validator, UniqueValidator):
-                    self.unique_checks.append(
-                        UniqueCheck(
-                            sources=(field.source,),
-                            field_names=(field.field_name,),
-                            queryset=validator.queryset,
-                            message=str(validator.message),
-                            lookup=validator.lookup,
-                        )
-                    )
-                else:
-                    kept.append(validator)
-            field.validators = kept
-        kept = []
-        for validator in serializer.validators:
-            if isinstance(validator, UniqueTogetherValidator) and not getattr(
-                validator, "condition", None
-            ):
-                names = tuple(validator.fields)
-                self.unique_checks.append(
-                    UniqueCheck(
-                        sources=tuple(serializer.fields[n].source for n in names),
-                        field_names=names,
-                        queryset=validator.queryset,
-                        message=str(validator.message).format(field_names=", ".join(names)),
-                    )
-                )
-            else:
-                kept.append(validator)
-        serializer.validators = kept
+            field.validators = [
+                SURROGATE_CHECK if type(v) is ProhibitSurrogateCharactersValidator else v
+                for v in field.validators
+            ]
+        self.unique_checks = take_unique_checks(serializer, self.model)
 
     # -- the chunk -----------------------------------------------------------------
 
-    def validate_chunk(self, rows: list[PreparedRow]) -> list[PreparedRow]:
-        """Fill in ``action``/``instance``/``errors`` of every row; a constant number of queries."""
+    def validate(self, start: int, items: Iterable[Any]) -> StagedChunk:
+        """The chunk's rows, validated: a constant number of queries."""
+        rows = [_stage(start + offset, item) for offset, item in enumerate(items)]
+        nfe = non_field_key()
         for row in rows:
-            if row.errors is None and not isinstance(row.values, Mapping):
-                kind = type(row.values).__name__
-                add_error(row, NON_FIELD, f"Invalid data. Expected a dictionary, but got {kind}.")
+            if row.errors is None and not isinstance(row.source, Mapping):
+                kind = type(row.source).__name__
+                add_error(row, nfe, f"Invalid data. Expected a dictionary, but got {kind}.")
+        keys: dict[str, list[list[Any]]] = {}
         if self.mode != CREATE:
-            self._find_targets(rows)
-        if self.mode == DELETE:
-            return rows
-        for resolver in self.relations:
-            resolver.prefetch(rows)
-        serializer = self.serializer
+            keys[TARGET] = self._find_targets(rows)
+        if self.mode != DELETE:
+            keys.update(self._validate_fields(rows))
         for row in rows:
             if row.errors is not None:
-                continue
-            serializer.instance = row.instance
-            serializer.initial_data = row.values
-            try:
-                validated = serializer.run_validation(row.values)
-            except ValidationError as exc:
-                row.errors = plain_errors(exc.detail)
-                if not isinstance(row.errors, dict):
-                    row.errors = {NON_FIELD: row.errors}
-                continue
-            if row.instance is None:
-                row.action = CREATE
-                row.validated = validated
-            else:
-                row.action = UPDATE
-                for attr, value in validated.items():
-                    setattr(row.instance, attr, value)
-                row.update_fields = tuple(validated)
-        serializer.instance = None
-        for number, check in enumerate(self.unique_checks):
-            self._check_unique(number, check, rows)
-        return rows
+                row.action = row.values = row.instance = row.related = None
+        return StagedChunk(start, rows, {name: ks for name, ks in keys.items() if ks}, self.model)
 
-    def _find_targets(self, rows: list[PreparedRow]) -> None:
-        """Fetch the objects named by ``id`` or the natural key: two queries at most."""
-        meta = self.model._meta
-        by_pk: dict[Any, list[PreparedRow]] = {}
-        by_key: dict[tuple, list[PreparedRow]] = {}
-        nk = self.natural_key
-        nk_fields = [meta.get_field(n) for n in nk]
+    def _validate_fields(self, rows: list[StagedRow]) -> dict[str, list[list[Any]]]:
+        for resolver in self.relations:
+            resolver.prefetch(row.source for row in rows if row.errors is None)
+        serializer = self.serializer
+        attributes = self.attributes
+        unique_attnames = self.unique_attnames
+        nfe = non_field_key()
+        before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
         for row in rows:
             if row.errors is not None:
                 continue
-            values = row.values
-            raw_id = values.get("id")
+            instance = row.instance
+            serializer.instance = instance
+            serializer.initial_data = row.source
             try:
-                if self.mode != "upsert" and raw_id not in (None, ""):
+                validated = serializer.run_validation(row.source)
+            except ValidationError as exc:
+                errors = plain_errors(exc.detail)
+                row.errors = errors if isinstance(errors, dict) else {nfe: errors}
+                continue
+            values: dict[str, Any] = {}
+            related = None
+            for name, value in validated.items():
+                attname, target = attributes.get(name, (name, None))
+                if target is not None and value is not None:
+                    if related is None:
+                        related = {}
+                    related[name] = value
+                    value = getattr(value, target)
+                values[attname] = value
+            row.values = values
+            if instance is None:
+                row.action = CREATE
+                row.related = related
+                continue
+            row.action = UPDATE
+            changed = unique_attnames.intersection(values)
+            if changed:
+                before[row.index] = {a: getattr(instance, a) for a in changed}
+            for name, value in validated.items():
+                setattr(instance, name, value)
+        serializer.instance = None
+        return {check.name: self._check_unique(check, rows, before) for check in self.unique_checks}
+
+    def _check_unique(
+        self, check: UniqueCheck, rows: list[StagedRow], before: dict[int, dict[str, Any]]
+    ) -> list[list[Any]]:
+        """Errors for keys the database holds (for another object); the batch keys of
+        the rows that write a value (an update that keeps its value writes none)."""
+        batch_keys = []
+        keyed: dict[tuple, list[StagedRow]] = {}
+        for row in rows:
+            if row.action is None:
+                continue
+            if row.instance is not None:
+                key = check.key_of(row.instance.__dict__.get)
+                old = before.get(row.index)
+                writes = old is not None and key != check.key_of(
+                    lambda a, old=old, instance=row.instance: old.get(a, instance.__dict__.get(a))
+                )
+            else:
+                key = check.key_of(row.values.get)  # type: ignore[union-attr]
+                writes = True
+            if key is None:
+                continue
+            if writes:
+                batch_keys.append([key_text(key), row.position])
+            if row.errors is None:
+                keyed.setdefault(key, []).append(row)
+        if keyed:
+            owners = check.existing(keyed)
+            for key, named in keyed.items():
+                owner = owners.get(key)
+                for row in named:
+                    if owner is not None and owner != row.pk:
+                        add_error(row, check.error_key, check.message)
+        return batch_keys
+
+    def _find_targets(self, rows: list[StagedRow]) -> list[list[Any]]:
+        """Fetch the objects named by ``id`` or the natural key: two queries at most.
+
+        Returns the batch keys ``[pk, position, naming field]`` of the rows that found
+        their object, so two rows naming one object are found batch-wide.
+        """
+        meta = self.model._meta
+        by_pk: dict[Any, list[StagedRow]] = {}
+        by_key: dict[tuple, list[StagedRow]] = {}
+        nk = self.natural_key
+        nfe = non_field_key()
+        for row in rows:
+            if row.errors is not None:
+                continue
+            values = row.source
+            raw_id = values.get("id")
+            by_id = self.mode != UPSERT and raw_id not in (None, "")
+            try:
+                if by_id:
                     by_pk.setdefault(lookup_value(meta.pk, raw_id), []).append(row)  # type: ignore[arg-type]
                 elif nk and all(values.get(n) not in (None, "") for n in nk):
-                    key = tuple(self._clean_key(f, values[f.name]) for f in nk_fields)
+                    key = tuple(self._clean_key(f, values[f.name]) for f in self.key_fields)
                     by_key.setdefault(key, []).append(row)
-                elif self.mode == "upsert":
+                elif self.mode == UPSERT:
                     for n in nk:
                         if values.get(n) in (None, ""):
                             add_error(row, n, "This field is required.")
                 else:
                     named = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
-                    add_error(row, NON_FIELD, f"Each item must name its object by {named}.")
+                    add_error(row, nfe, f"Each item must name its object by {named}.")
             except ValidationError as exc:
-                field = "id" if raw_id not in (None, "") and self.mode != "upsert" else nk[0]
-                add_error(row, field, plain_errors(exc.detail)[0])
+                add_error(row, "id" if by_id else nk[0], plain_errors(exc.detail)[0])
             except (DjangoValidationError, TypeError, ValueError, OverflowError):
-                field = "id" if raw_id not in (None, "") and self.mode != "upsert" else nk[0]
-                add_error(row, field, "Incorrect type for an identifier.")
+                add_error(row, "id" if by_id else nk[0], "Incorrect type for an identifier.")
         queryset = self.queryset.select_related(*self.select_related)
         connection = connections[self.db]
+        found_keys: list[list[Any]] = []
         if by_pk:
             found = {}
             for part in in_batches(list(by_pk), connection):
                 found.update((obj.pk, obj) for obj in filter_in(queryset, "pk", part))
             for pk, named in by_pk.items():
-                self._attach(named, found.get(pk), "id", f"No {meta.verbose_name} with id={pk}.")
+                missing = f"No {meta.verbose_name} with id={pk}."
+                self._attach(named, found.get(pk), "id", missing, found_keys)
         if by_key:
-            first = nk[0]
             found = {}
-            values = list({k[0] for k in by_key})
-            for part in in_batches(values, connection):
-                for obj in filter_in(queryset, first, part):
-                    key = tuple(getattr(obj, f.attname) for f in nk_fields)
+            for part in in_batches(list({k[0] for k in by_key}), connection):
+                for obj in filter_in(queryset, nk[0], part):
+                    key = tuple(getattr(obj, f.attname) for f in self.key_fields)
                     found[key] = AMBIGUOUS if key in found else obj
             for key, named in by_key.items():
                 shown = ", ".join(f"{n}={v}" for n, v in zip(nk, key, strict=True))
@@ -336,7 +287,10 @@ class ChunkValidator:
                     for row in named:
                         add_error(row, nk[0], f"More than one of the {plural} has {shown}.")
                     continue
-                self._attach(named, obj, nk[0], f"No {meta.verbose_name} with {shown}.")
+                missing = f"No {meta.verbose_name} with {shown}."
+                self._attach(named, obj, nk[0], missing, found_keys)
+        found_keys.sort(key=lambda entry: entry[1])
+        return found_keys
 
     def _clean_key(self, model_field: Any, value: Any) -> Any:
         """A natural key value as the serializer would store it (DRF trims text)."""
@@ -345,184 +299,42 @@ class ChunkValidator:
             value = field.to_internal_value(value)
         return lookup_value(model_field, value)
 
-    def _attach(self, rows: list[PreparedRow], obj: Any, field: str, missing: str) -> None:
+    def _attach(
+        self,
+        rows: list[StagedRow],
+        obj: Any,
+        field: str,
+        missing: str,
+        found_keys: list[list[Any]],
+    ) -> None:
         for row in rows:
             if obj is None:
-                if self.mode == "upsert":
-                    continue
-                add_error(row, field, missing)
+                if self.mode != UPSERT:
+                    add_error(row, field, missing)
                 continue
-            first, first_field = self._targets.setdefault(obj.pk, (row.position, field))
-            if first != row.position:
-                if not self.batch_wide:
-                    # The parent process reports it; this row needs its own instance.
-                    row.instance = copy.copy(obj)
-                    if self.mode == DELETE:
-                        row.action = DELETE
-                    continue
-                message = "The same object is named by {} of this batch."
-                self._duplicate(row, first, field, message, first_field=first_field)
-                continue
-            row.instance = obj
+            # Each row changes its own copy: two rows may name one object.
+            row.instance = obj if len(rows) == 1 else copy.copy(obj)
+            row.pk = obj.pk
+            found_keys.append([key_text((obj.pk,)), row.position, field])
             if self.mode == DELETE:
                 row.action = DELETE
 
-    def _duplicate(
-        self, row: PreparedRow, first: int, field: str, message: str, first_field: str = ""
-    ) -> None:
-        """Both rows get the error, each naming the other; the earlier one's is applied
-        before anything is written (it may sit in a chunk validated long ago)."""
-        is_file_row = row.row is not None
-        add_error(row, field, message.format(label_of(first, is_file_row=is_file_row)))
-        self.late_errors.setdefault(first, {}).setdefault(first_field or field, []).append(
-            message.format(row.label)
-        )
-
-    # -- batch-wide keys, for chunks validated elsewhere (see parallel.py) -----------
-
-    def batch_keys(self, rows: list[PreparedRow]) -> tuple[bool, list[tuple], list[list[tuple]]]:
-        """What the batch-wide duplicate checks need of a validated chunk, column-wise:
-        whether positions are row numbers, ``(pk, position, field)`` per target, and
-        ``(key, position)`` per unique check, for every row that has them."""
-        rows = [row for row in rows if row.action is not None]
-        targets = []
-        if self.mode != CREATE:
-            for row in rows:
-                if row.instance is not None and row.instance.pk is not None:
-                    by_id = self.mode != "upsert" and row.values.get("id") not in (None, "")
-                    field = "id" if by_id else self.natural_key[0]
-                    targets.append((row.instance.pk, row.position, field))
-        uniques = []
+    def unique_clash(self, pk: Any, get: Any) -> tuple[str, str] | None:
+        """After a write failed: the (field, message) of the unique key this row (object
+        ``pk``, values read by ``get(attname)``) shares with another object, if any.
+        One query per constraint: the rare path."""
         for check in self.unique_checks:
-            keyed = []
-            for row in rows:
-                key = self._key_of(check, row)
-                if key is not None:
-                    keyed.append((_compact(key), row.position))
-            uniques.append(keyed)
-        is_file_row = bool(rows) and rows[0].row is not None
-        return is_file_row, targets, uniques
-
-    def merge_batch_keys(
-        self, is_file_row: bool, targets: list[tuple], uniques: list[list[tuple]]
-    ) -> None:
-        """Record a chunk's keys; a clash with an earlier row fails both, before writing."""
-        seen_targets = self._targets
-        for pk, position, field in targets:
-            first, first_field = seen_targets.setdefault(pk, (position, field))
-            if first != position:
-                message = "The same object is named by {} of this batch."
-                self._late_duplicate(position, is_file_row, first, field, first_field, message)
-        for number, keyed in enumerate(uniques):
-            seen = self._seen.setdefault(number, {})
-            for key, position in keyed:
-                first = seen.setdefault(key, position)
-                if first != position:
-                    check = self.unique_checks[number]
-                    shown = ", ".join(check.field_names)
-                    message = f"Duplicate {shown}: {{}} of this batch has the same value."
-                    field = check.error_key
-                    self._late_duplicate(position, is_file_row, first, field, field, message)
-
-    def _late_duplicate(
-        self,
-        position: int,
-        is_file_row: bool,
-        first: int,
-        field: str,
-        first_field: str,
-        message: str,
-    ) -> None:
-        late = self.late_errors
-        late.setdefault(position, {}).setdefault(field, []).append(
-            message.format(label_of(first, is_file_row=is_file_row))
-        )
-        late.setdefault(first, {}).setdefault(first_field, []).append(
-            message.format(label_of(position, is_file_row=is_file_row))
-        )
-
-    def _key_of(self, check: UniqueCheck, row: PreparedRow) -> tuple | None:
-        key = []
-        for source in check.sources:
-            value = row.value_of(source)
-            if value is None:
-                return None  # NULLs never clash
-            if isinstance(value, models.Model):
-                value = value.pk
-            elif check.lookup == "iexact" and isinstance(value, str):
-                value = value.casefold()
-            key.append(value)
-        return tuple(key)
-
-    def _check_unique(self, number: int, check: UniqueCheck, rows: list[PreparedRow]) -> None:
-        keyed: dict[tuple, PreparedRow] = {}
-        seen = self._seen.setdefault(number, {})
-        for row in rows:
-            if row.errors is not None or row.action is None:
-                continue
-            key = self._key_of(check, row)
+            key = check.key_of(get)
             if key is None:
                 continue
-            if not self.batch_wide:
-                keyed.setdefault(key, row)
-                continue
-            first = seen.setdefault(_compact(key), row.position)
-            if first != row.position:
-                shown = ", ".join(check.field_names)
-                message = f"Duplicate {shown}: {{}} of this batch has the same value."
-                self._duplicate(row, first, check.error_key, message)
-                continue
-            keyed[key] = row
-        if not keyed:
-            return
-        clashes = self._existing(check, list(keyed))
-        for key, row in keyed.items():
-            owner = clashes.get(key)
-            if owner is not None and owner != _pk_of(row):
-                add_error(row, check.error_key, check.message)
-
-    def _existing(self, check: UniqueCheck, keys: list[tuple]) -> dict[tuple, Any]:
-        """Which of ``keys`` the database holds already: key -> primary key."""
-        queryset = check.queryset
-        first = check.sources[0]
-        values = list({k[0] for k in keys})
-        wanted = set(keys)
-        found: dict[tuple, Any] = {}
-        attnames = [self.model._meta.get_field(s).attname for s in check.sources]
-        connection = connections[queryset.db]
-        for part in in_batches(values, connection):
-            if check.lookup == "iexact":
-                from django.db.models.functions import Lower
-
-                matches = queryset.annotate(_bulkops_key=Lower(first)).filter(_bulkops_key__in=part)
-            else:
-                matches = filter_in(queryset, first, part)
-            for pk, *values_ in matches.values_list("pk", *attnames):
-                if check.lookup == "iexact":
-                    values_ = [v.casefold() if isinstance(v, str) else v for v in values_]
-                key = tuple(values_)
-                if key in wanted:
-                    found[key] = pk
-        return found
-
-    def check_row_unique(self, row: PreparedRow) -> bool:
-        """After a write failed: does this row clash with the database? (one row, rare path)."""
-        for check in self.unique_checks:
-            key = self._key_of(check, row)
-            if key is None:
-                continue
-            owner = self._existing(check, [key]).get(key)
-            if owner is not None and owner != _pk_of(row):
-                add_error(row, check.error_key, check.message)
-                return True
-        return False
+            owner = check.existing([key]).get(key)
+            if owner is not None and owner != pk:
+                return check.error_key, check.message
+        return None
 
 
-def _pk_of(row: PreparedRow) -> Any:
-    return row.instance.pk if row.instance is not None else None
-
-
-def _compact(key: tuple) -> Any:
-    """A batch-wide map key: a one-field key as its bare value (a tuple costs 48 bytes
-    more per row, 48 MB in a million-row batch)."""
-    return key[0] if len(key) == 1 else key
+def _stage(index: int, item: Any) -> StagedRow:
+    if isinstance(item, SourceRow):
+        errors = {k: list(v) for k, v in item.errors.items()} if item.errors else None
+        return StagedRow(index, item.row, item.ref, errors=errors, source=item.values)
+    return StagedRow(index, source=item)

@@ -19,16 +19,16 @@ from urllib.parse import quote
 import openpyxl
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.db import connection
 
 from bulkops.errorfile import ErrorFileWriter, flatten_errors, neutralise
 from bulkops.management.commands import bulk_import
 from bulkops.progress import ProgressBar
+from bulkops.registry import BulkModel, registry
 from bulkops.results import ERROR, RowResult
-from project.catalog.models import Category, Product
-from project.catalog.serializers import CategorySerializer, ProductSerializer
+from project.catalog.models import Product
+from project.catalog.serializers import ProductSerializer
 from tests.factories import CategoryFactory, ProductFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -440,13 +440,13 @@ def test_unknown_model(good_csv):
     )
 
 
-def test_model_without_serializer(good_csv):
-    code, _, err = run("auth.Group", good_csv)
-
-    assert code == 2
-    assert err.startswith(
-        "auth.Group has no serializer: define a ModelSerializer with Meta.model = Group "
-        "in django.contrib.auth.serializers."
+def test_model_that_is_not_bulk_enabled(good_csv):
+    assert_usage_error(
+        run("auth.Group", good_csv),
+        "auth.Group is not bulk-enabled. Add `register(Group, GroupSerializer)` "
+        "(from bulkops.registry import register) to the bulk.py module of an installed app, "
+        "e.g. django.contrib.auth.bulk. Bulk-enabled models are: "
+        "catalog.Category, catalog.Customer, catalog.Order, catalog.Product.",
     )
 
 
@@ -496,17 +496,38 @@ def test_errors_out_in_a_missing_directory(good_csv, tmp_path):
     )
 
 
-# -- serializer lookup ------------------------------------------------------------------
+# -- model lookup (the registry) --------------------------------------------------------
 
 
-def test_serializer_for_finds_the_apps_model_serializer():
-    assert bulk_import.serializer_for(Product) is ProductSerializer
-    assert bulk_import.serializer_for(Category) is CategorySerializer
+@pytest.mark.parametrize("label", ["catalog.Product", "catalog.product", "CATALOG.PRODUCT"])
+def test_the_model_is_resolved_through_the_registry(label):
+    entry = bulk_import.resolve_model(label)
+
+    assert (entry.model, entry.serializer_class, entry.natural_key) == (
+        Product,
+        ProductSerializer,
+        ("sku",),
+    )
 
 
-def test_serializer_for_a_model_without_one_says_where_to_put_it():
-    with pytest.raises(bulk_import.BulkOpsError, match="in django.contrib.auth.serializers"):
-        bulk_import.serializer_for(Group)
+def test_the_registered_natural_key_is_what_the_import_uses(tmp_path, tools, monkeypatch):
+    """The registry's natural key, not the serializer's Meta: registered without one,
+    rows to update must name their object by id."""
+    product = ProductFactory(sku="E-1", category=tools)
+    monkeypatch.setitem(
+        registry._registry, "catalog.product", BulkModel(Product, ProductSerializer, ())
+    )
+    by_sku = tmp_path / "by_sku.csv"
+    by_sku.write_text("sku,price\nE-1,7.00\n")
+    by_id = tmp_path / "by_id.csv"
+    by_id.write_text(f"id,price\n{product.pk},7.00\n")
+
+    code, _, err = run("catalog.Product", str(by_sku), "--mode", "update")
+    assert code == 2
+    assert err.startswith("Column 'id' is required")
+
+    assert run("catalog.Product", str(by_id), "--mode", "update")[0] == 0
+    assert Product.objects.get(sku="E-1").price == Decimal("7.00")
 
 
 # -- as a real process -------------------------------------------------------------------

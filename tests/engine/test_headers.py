@@ -7,14 +7,12 @@ from rest_framework import serializers
 
 from bulkops.engine.readers.headers import (
     FieldIndex,
-    check_mode,
     check_required_columns,
     column_letters,
     map_headers,
     normalise_header,
-    resolve_natural_key,
 )
-from bulkops.exceptions import InvalidOptions, MissingColumns, UnreadableFile
+from bulkops.exceptions import MissingColumns, UnreadableFile
 from project.catalog.serializers import CustomerSerializer, OrderSerializer, ProductSerializer
 
 
@@ -237,19 +235,3 @@ def test_fields_with_defaults_are_not_required():
     # Customer: every field required; Product: quantity/active/released have defaults.
     check(["email", "name", "country"], "create", CustomerSerializer(), ("email",))
     check(["sku", "name", "category", "price"], "create", ProductSerializer(), ("sku",))
-
-
-def test_natural_key_defaults_to_the_serializer_meta():
-    assert resolve_natural_key(ProductSerializer(), None) == ("sku",)
-    assert resolve_natural_key(ProductSerializer(), ()) == ()
-    assert resolve_natural_key(OrderSerializer(), None) == ()
-    assert resolve_natural_key(LineSerializer(), ["code"]) == ("code",)
-
-
-def test_unknown_mode_lists_the_modes():
-    with pytest.raises(InvalidOptions) as caught:
-        check_mode("merge")
-    assert (
-        caught.value.message
-        == "Mode 'merge' is unknown; use one of create, update, upsert, delete."
-    )

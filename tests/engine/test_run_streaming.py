@@ -1,135 +1,91 @@
-"""Big batches: streaming results, and validated chunks spooled to disk (``ChunkStore``)."""
+"""Big batches: streaming results, and validated chunks spooled to disk (the stores)."""
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
 
 import bulkops.engine.run as run_module
-from bulkops.engine import SourceRow, run_batch
-from bulkops.engine.store import ChunkStore, CompactRows
-from bulkops.engine.validate import CREATE, UPDATE, PreparedRow
+from bulkops.engine import JsonLinesStore, SourceRow, SpoolStore, StagedChunk, StagedRow, run_batch
 from project.catalog.models import Product
 from project.catalog.serializers import ProductSerializer
 from tests.factories import CategoryFactory, ProductFactory, ProductItemFactory
 
-# -- ChunkStore itself ------------------------------------------------------------------
+# -- the stores ---------------------------------------------------------------------------
 
 
-def chunks_of(sizes):
-    start = 0
+def staged_chunks(sizes):
+    """Chunks of staged rows, as validation leaves them: creates, an update, errors."""
     chunks = []
+    start = 0
     for size in sizes:
-        chunks.append([f"row-{i}" for i in range(start, start + size)])
+        rows = []
+        for index in range(start, start + size):
+            if index % 5 == 4:
+                rows.append(
+                    StagedRow(index, row=index + 2, errors={"sku": ["bad"]}, source={"sku": ""})
+                )
+            else:
+                values = {"sku": f"S-{index}", "price": Decimal(f"{index}.50"), "category_id": 7}
+                rows.append(
+                    StagedRow(
+                        index,
+                        row=index + 2,
+                        ref=f"r{index}",
+                        action="create",
+                        values=values,
+                        source={"sku": f"S-{index}", "released": date(2024, 1, 1 + index % 28)},
+                    )
+                )
+        chunks.append(StagedChunk(start, rows, {"unique:sku": []}, Product))
         start += size
     return chunks
 
 
-class CountingPack:
-    """pack/unpack that record which chunks went through the file."""
-
-    def __init__(self):
-        self.packed = []
-        self.unpacked = 0
-
-    def pack(self, chunk):
-        self.packed.append(list(chunk))
-        return {"rows": chunk}
-
-    def unpack(self, data):
-        self.unpacked += 1
-        return data["rows"]
-
-
-def test_chunk_store_keeps_small_batches_in_memory():
-    spy = CountingPack()
-    store = ChunkStore(memory_rows=10, pack=spy.pack, unpack=spy.unpack)
-    chunks = chunks_of([4, 4, 2])
+def test_spool_store_keeps_small_batches_in_memory():
+    store = SpoolStore(Product, memory_rows=10)
+    chunks = staged_chunks([4, 4, 2])
     for chunk in chunks:
         store.append(chunk)
 
-    assert list(store) == chunks
-    assert (spy.packed, spy.unpacked) == ([], 0)
+    assert store.spooled == 0
+    assert [c is d for c, d in zip(store, chunks, strict=True)] == [True, True, True]
     store.close()
+    assert list(store) == []
 
 
-def test_chunk_store_spools_past_memory_rows_and_keeps_order():
-    spy = CountingPack()
-    store = ChunkStore(memory_rows=5, pack=spy.pack, unpack=spy.unpack)
-    chunks = chunks_of([2, 2, 2, 1, 3, 2])
+def test_spool_store_spools_past_memory_rows_and_keeps_order():
+    store = SpoolStore(Product, memory_rows=5)
+    chunks = staged_chunks([2, 2, 2, 1, 3, 2])
     try:
         for chunk in chunks:
             store.append(chunk)
 
         # 2 + 2 fit; the third chunk would make 6 > 5, so it and every later one,
         # however small, go to the file, and order is kept.
-        assert spy.packed == chunks[2:]
-        assert list(store) == chunks
-        assert spy.unpacked == 4
+        assert store.spooled == 4
+        read = list(store)
+        assert read == chunks
+        assert [c is d for c, d in zip(read, chunks, strict=True)] == [True] * 2 + [False] * 4
         assert list(store) == chunks  # a second pass reads the file again
-        assert spy.unpacked == 8
+        assert type(read[3].rows[0].values["price"]) is Decimal
     finally:
         store.close()
     assert list(store) == []
 
 
-def test_chunk_store_without_pack_pickles_chunks_as_they_are():
-    store = ChunkStore(memory_rows=1)
-    chunks = [[{"sku": "A", "n": 1}], [("tuple", 2.5, None)], [SourceRow({"x": 1}, row=3)]]
+def test_json_lines_store_reads_every_chunk_back_equal():
+    store = JsonLinesStore(Product)
+    chunks = staged_chunks([3, 3])
     for chunk in chunks:
         store.append(chunk)
 
     assert list(store) == chunks
+    # Two readers at once each keep their own place in the file.
+    first, second = iter(store), iter(store)
+    assert next(first) == next(second) == chunks[0]
+    assert next(first) == chunks[1]
     store.close()
-
-
-@pytest.mark.django_db
-def test_compact_rows_round_trip_keeps_what_the_writer_needs(tools):
-    product = ProductFactory(sku="E-1", category=tools, price=Decimal("3.00"))
-    product.price = Decimal("4.50")
-    update = PreparedRow(
-        index=0,
-        row=2,
-        ref="r0",
-        values={"sku": "E-1", "price": "4.50"},
-        action=UPDATE,
-        instance=product,
-        update_fields=("price",),
-    )
-    create = PreparedRow(
-        index=1,
-        row=3,
-        ref="r1",
-        values={"sku": "N-1"},
-        action=CREATE,
-        instance=Product(sku="N-1", name="New", category=tools, price=Decimal("1.00")),
-    )
-    failed = PreparedRow(
-        index=2, row=4, ref=None, values="junk", errors={"non_field_errors": ["bad"]}
-    )
-    compact = CompactRows(Product)
-
-    [u, c, f] = compact.unpack(compact.pack([update, create, failed]))
-
-    assert (u.index, u.row, u.ref, u.values, u.action, u.update_fields, u.errors) == (
-        0,
-        2,
-        "r0",
-        {"sku": "E-1", "price": "4.50"},
-        UPDATE,
-        ("price",),
-        None,
-    )
-    assert (u.instance.pk, u.instance.sku, u.instance.price) == (product.pk, "E-1", Decimal("4.50"))
-    assert u.instance.category_id == tools.pk
-    assert u.instance._state.adding is False
-    assert (c.instance.pk, c.instance.sku, c.instance.category_id) == (None, "N-1", tools.pk)
-    assert c.instance._state.adding is True
-    assert (f.values, f.errors, f.instance, f.action) == (
-        "junk",
-        {"non_field_errors": ["bad"]},
-        None,
-        None,
-    )
 
 
 # -- run_batch with results streamed, not kept ------------------------------------------
@@ -176,17 +132,20 @@ def small_spool(monkeypatch):
     """run_batch keeps 8 rows in memory and spools every later chunk."""
     spooled = []
 
-    def small_store(*args, pack=None, **kwargs):
-        def counting_pack(chunk):
-            spooled.append([row.index for row in chunk])
-            return pack(chunk) if pack else chunk
+    class CountingFile(JsonLinesStore):
+        def append(self, chunk):
+            spooled.append([row.index for row in chunk.rows])
+            super().append(chunk)
 
-        return ChunkStore(8, *args, pack=counting_pack, **kwargs)
+    class SmallStore(SpoolStore):
+        def __init__(self, model):
+            super().__init__(model, memory_rows=8)
+            self.file = CountingFile(model)
 
-    monkeypatch.setattr(run_module, "ChunkStore", small_store)
+    monkeypatch.setattr(run_module, "SpoolStore", SmallStore)
     yield
     # Chunks 2..7 of the batch went through the file.
-    assert spooled[:6] == [list(range(i, min(i + 4, SPOOL_ROWS))) for i in range(8, 30, 4)]
+    assert spooled == [list(range(i, min(i + 4, SPOOL_ROWS))) for i in range(8, 30, 4)]
 
 
 SPOOL_ROWS = 30

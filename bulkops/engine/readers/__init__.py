@@ -27,8 +27,9 @@ from rest_framework import serializers
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import UnreadableFile
 
+from ..options import check_mode, natural_key_of
 from .files import FileLimitExceeded, check_upload_size, file_size, guess_filename, open_path
-from .headers import FieldIndex, check_mode, resolve_natural_key
+from .headers import FieldIndex
 from .jsonarray import JsonArrayReader, JsonColumns, json_rows
 from .source import RowSource, read_header, table_rows
 from .spreadsheet import Workbook
@@ -93,7 +94,7 @@ def open_rows(
     try:
         check_upload_size(file_size(stream))
         index = FieldIndex(serializer)
-        key = resolve_natural_key(serializer, natural_key)
+        key = natural_key_of(serializer, natural_key)
         if fmt in WORKBOOK_FORMATS:
             return _open_workbook(stream, fmt, index, mode, key, sheet, on_close)
         if fmt == "json":

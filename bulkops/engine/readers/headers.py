@@ -16,9 +16,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from bulkops.exceptions import InvalidOptions, MissingColumns, UnreadableFile
+from bulkops.exceptions import MissingColumns, UnreadableFile
 
-MODES = ("create", "update", "upsert", "delete")
 ID_FIELD = "id"
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
@@ -186,15 +185,6 @@ def _duplicates_message(
     )
 
 
-def resolve_natural_key(
-    serializer: serializers.Serializer, natural_key: Sequence[str] | None
-) -> tuple[str, ...]:
-    """The natural key given, else the serializer's ``Meta.natural_key``."""
-    if natural_key is None:
-        natural_key = getattr(getattr(serializer, "Meta", None), "natural_key", ()) or ()
-    return tuple(natural_key)
-
-
 def check_required_columns(
     header_map: HeaderMap,
     index: FieldIndex,
@@ -239,8 +229,3 @@ def check_required_columns(
         missing=missing,
         found=[h for h in header_map.headers if h.strip()],
     )
-
-
-def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise InvalidOptions(f"Mode {mode!r} is unknown; use one of {', '.join(MODES)}.")

@@ -10,7 +10,6 @@ Example: manage.py bulk_import catalog.Product products.xlsx --mode upsert -e fa
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import sys
 import time
@@ -21,8 +20,7 @@ from typing import Any, NoReturn
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from django.db import models, reset_queries
-from rest_framework import serializers
+from django.db import reset_queries
 
 from bulkops.engine import MODES, check_options, run_batch
 from bulkops.engine.readers import open_rows
@@ -30,86 +28,26 @@ from bulkops.engine.readers.headers import normalise_header
 from bulkops.errorfile import ErrorFileWriter, flatten_errors, format_for_path
 from bulkops.exceptions import BulkOpsError
 from bulkops.progress import ProgressBar, format_rate
+from bulkops.registry import BulkModel, NotRegistered, registry
 from bulkops.results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, RowResult
 
 ERRORS_SHOWN = 10
 
 
-def _model_serializers(app_config: Any) -> list[type[serializers.ModelSerializer]]:
-    """The ModelSerializers defined in ``<app>.serializers``, if that module exists.
-
-    bulkops' own models (its jobs) are never import targets.
-    """
-    if app_config.name == "bulkops":
-        return []
-    module_name = f"{app_config.name}.serializers"
+def resolve_model(label: str) -> BulkModel:
+    """The bulk-enabled model ``label`` names, or ``BulkOpsError`` saying what is."""
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            return []
-        raise
-    return [
-        value
-        for value in vars(module).values()
-        if isinstance(value, type)
-        and issubclass(value, serializers.ModelSerializer)
-        and value.__module__ == module_name
-        and getattr(getattr(value, "Meta", None), "model", None) is not None
-    ]
-
-
-def model_label(model: type[models.Model]) -> str:
-    return f"{model._meta.app_label}.{model._meta.object_name}"
-
-
-def bulk_enabled_models() -> list[str]:
-    """Labels of the models ``serializer_for`` finds a serializer for."""
-    found = {
-        model_label(serializer.Meta.model)
-        for app_config in apps.get_app_configs()
-        for serializer in _model_serializers(app_config)
-    }
-    return sorted(found)
-
-
-def serializer_for(model: type[models.Model]) -> type[serializers.ModelSerializer]:
-    """The ModelSerializer in ``<model's app>.serializers`` whose ``Meta.model`` is ``model``.
-
-    When several serve the model, ``<Model>Serializer`` wins; a model without one
-    raises ``BulkOpsError`` saying where to put it.
-    """
-    app_config = apps.get_app_config(model._meta.app_label)
-    candidates = [s for s in _model_serializers(app_config) if s.Meta.model is model]
-    if len(candidates) > 1:
-        named = [s for s in candidates if s.__name__ == f"{model.__name__}Serializer"]
-        if len(named) == 1:
-            return named[0]
-        names = ", ".join(s.__name__ for s in candidates)
-        raise BulkOpsError(
-            f"{model_label(model)} has several serializers in {app_config.name}.serializers "
-            f"({names}); name the one to import with {model.__name__}Serializer.",
-            code="ambiguous_serializer",
-        )
-    if not candidates:
-        raise BulkOpsError(
-            f"{model_label(model)} has no serializer: define a ModelSerializer with "
-            f"Meta.model = {model.__name__} in {app_config.name}.serializers. "
-            f"Bulk-enabled models are: {', '.join(bulk_enabled_models()) or 'none'}.",
-            code="no_serializer",
-        )
-    return candidates[0]
-
-
-def resolve_model(label: str) -> type[models.Model]:
-    try:
-        return apps.get_model(label)
-    except (LookupError, ValueError):
-        raise BulkOpsError(
-            f"Unknown model {label!r}; bulk-enabled models are: "
-            f"{', '.join(bulk_enabled_models()) or 'none'}.",
-            code="unknown_model",
-        ) from None
+        return registry.get(label)
+    except NotRegistered as exc:
+        try:
+            apps.get_model(label)
+        except (LookupError, ValueError):
+            enabled = ", ".join(entry.name for entry in registry) or "none"
+            raise BulkOpsError(
+                f"Unknown model {label!r}; bulk-enabled models are: {enabled}.",
+                code="unknown_model",
+            ) from None
+        raise BulkOpsError(str(exc), code="not_registered") from None
 
 
 def resolve_user(username: str | None) -> Any:
@@ -182,7 +120,7 @@ def report_progress(bar: ProgressBar, stage: str, done: int) -> None:
     bar.update(stage, done)
 
 
-def describe(source: Any, *, path: str, model: type[models.Model], flags: str) -> str:
+def describe(source: Any, *, path: str, model: BulkModel, flags: str) -> str:
     """The line printed before importing: what is read, into what, which columns."""
     where = os.path.basename(path)
     if source.sheet:
@@ -195,7 +133,7 @@ def describe(source: Any, *, path: str, model: type[models.Model], flags: str) -
         header if normalise_header(header) == field else f"{header} -> {field}"
         for header, field in source.columns.items()
     )
-    line = f"Importing {where} into {model_label(model)}, {flags}: {columns}."
+    line = f"Importing {where} into {model.name}, {flags}: {columns}."
     if source.unknown_columns:
         line += f" Ignoring unknown columns: {', '.join(source.unknown_columns)}."
     return line
@@ -284,8 +222,8 @@ class Command(BaseCommand):
         **options: Any,
     ) -> bool:
         """Run the import and print what happened; did any row fail?"""
-        model_class = resolve_model(model)
-        serializer_class = serializer_for(model_class)
+        bulk_model = resolve_model(model)
+        serializer_class = bulk_model.serializer_class
         atomic, chunk_size = check_options(mode=mode, atomic=atomic, chunk_size=chunk_size)
         context = {"request": None, "user": resolve_user(user)}
         if run_async:
@@ -299,12 +237,13 @@ class Command(BaseCommand):
             filename=os.path.basename(file),
             serializer=serializer_class(context=context),
             mode=mode,
+            natural_key=bulk_model.natural_key,
             sheet=sheet,
         )
         with source, open_error_file(errors_out, source) as error_file:
             if verbosity:
                 flags = f"mode {mode}, atomic {atomic}" + (", dry run" if dry_run else "")
-                self.stdout.write(describe(source, path=file, model=model_class, flags=flags))
+                self.stdout.write(describe(source, path=file, model=bulk_model, flags=flags))
             report = Report(error_file)
             bar = ProgressBar(options.get("stderr") or sys.stderr, total=source.total_rows)
             bar.enabled = bar.enabled and verbosity > 0
@@ -315,6 +254,7 @@ class Command(BaseCommand):
                     serializer_class=serializer_class,
                     rows=source,
                     mode=mode,
+                    natural_key=bulk_model.natural_key,
                     atomic=atomic,
                     chunk_size=chunk_size,
                     dry_run=dry_run,
