@@ -242,8 +242,7 @@ class BulkJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, job: BulkJob) -> str:
-        progress = job.progress
-        percent = progress.get("percent")
+        percent = job.progress.get("percent")
         label = job.get_stage_display()
         if percent is None:
             return format_html(
@@ -252,11 +251,10 @@ class BulkJobAdmin(admin.ModelAdmin):
                 label,
             )
         return format_html(
-            '<progress max="100" value="{}" aria-label="{}">{}%</progress> '
-            '<span class="bulkops-muted">{}% {}</span>',
+            '<progress max="100" value="{}" aria-label="{}"></progress> '
+            '<span class="bulkops-muted">{}% · {}</span>',
             percent,
             label,
-            percent,
             f"{percent:g}",
             label,
         )
@@ -381,7 +379,7 @@ class BulkJobAdmin(admin.ModelAdmin):
                 (fmt.upper(), reverse("admin:bulkops_bulkjob_failed_rows", args=[job.pk, fmt]))
                 for fmt in preview.download_formats(job)
             ]
-            if has_errors and job.options.get("columns")
+            if has_errors and preview.job_columns(job)
             else [],
             "model_name": model_name(job),
             "model_changelist_url": self._model_changelist_url(request, job),
@@ -611,7 +609,7 @@ class BulkJobAdmin(admin.ModelAdmin):
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET"])
         job = self._job(request, job_id)
-        if fmt not in preview.FAILED_ROW_FORMATS or not job.options.get("columns"):
+        if fmt not in preview.FAILED_ROW_FORMATS or not preview.job_columns(job):
             raise Http404("No such download.")
         stem = (job.filename or "rows").rsplit(".", 1)[0] or "rows"
         return FileResponse(

@@ -2,7 +2,7 @@
 
 The rows and their errors come from the job's ``BulkRowError`` records (one per failed
 row, in row order); the columns are the file's own headers, in file order, as the job's
-reader mapped them (``job.options["columns"]``: header -> field). Nothing here reads the
+reader mapped them (``job.options["source"]["columns"]``: header -> field). Nothing here reads the
 uploaded file again.
 """
 
@@ -30,11 +30,16 @@ ROW_ERRORS_KEY = ""  # error_messages() names errors that belong to no field so
 _TAGGED = "__bulkops_type__"
 
 
+def source_info(job: Any) -> Mapping[str, Any]:
+    """What the job's reader learnt of the file (format, sheet, headers, columns)."""
+    return (job.options or {}).get("source") or {}
+
+
 def job_columns(job: Any) -> list[tuple[str, str]]:
     """``(file header, field)`` of the mapped columns, in file order."""
-    options = job.options or {}
-    columns: Mapping[str, str] = options.get("columns") or {}
-    headers = options.get("headers") or list(columns)
+    info = source_info(job)
+    columns: Mapping[str, str] = info.get("columns") or {}
+    headers = info.get("headers") or list(columns)
     return [(header, columns[header]) for header in headers if header in columns]
 
 

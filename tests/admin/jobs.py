@@ -66,7 +66,7 @@ def make_job(
         invalid_rows=len(failed),
         chunks_total=1,
         chunks_validated=1,
-        options={"headers": HEADERS, "columns": COLUMNS, "format": "xlsx"},
+        options={"source": {"headers": HEADERS, "columns": COLUMNS, "format": "xlsx"}},
         started_at=now,
         validated_at=now,
         **fields,

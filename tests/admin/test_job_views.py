@@ -342,7 +342,8 @@ def test_changelist_columns_and_progress(admin_client, owner):
     html = admin_client.get("/admin/bulkops/bulkjob/").content.decode()
     for column in ("status", "model", "user", "source", "rows", "progress", "created at"):
         assert f">{column.capitalize()}<" in html or f">{column}<" in html.lower(), column
-    assert '<progress max="100" value="100.0"' in html
+    assert '<progress max="100" value="100.0" aria-label="waiting for confirmation">' in html
+    assert "100% · waiting for confirmation" in html
     assert "1,234" in html
 
 
