@@ -10,6 +10,7 @@ printed at the end of the run.
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import shutil
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+
+from bulkops.engine.readers import open_rows
 
 # The jobs' own harness: a queue of the test's own, real `rqworker` processes
 # (PostgreSQL), or jobs run in-process (SQLite).
@@ -42,6 +45,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# A mapped column reaches the job's reader as open_rows(column_map=...), which the
+# engine does not take yet (the admin's report asks for it). Tests that need it run as
+# soon as it does; until then they are expected to fail and are not run.
+ENGINE_MAPS_COLUMNS = "column_map" in inspect.signature(open_rows).parameters
+needs_column_map = pytest.mark.xfail(
+    not ENGINE_MAPS_COLUMNS,
+    reason="the engine's open_rows() has no column_map parameter yet",
+    run=False,
+    strict=True,
+)
+
 # On SQLite the live server's request threads share the test's in-memory connection, and
 # Django's socketserver thread then fails to close it ("DatabaseWrapper objects created
 # in a thread can only be used in that same thread") after each response; harmless noise.
@@ -192,20 +206,27 @@ def page(browser_context, live_server) -> Iterator[Any]:
 
 
 class Shots:
-    """``shots(page, "upload")`` saves upload-desktop.png and upload-phone.png."""
+    """``shots(page, "upload")`` saves upload-desktop.png and upload-phone.png (and, with
+    ``dark=True``, upload-dark.png: the admin's dark theme at desktop size)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.taken: list[Path] = []
 
-    def __call__(self, page: Any, name: str, *, phone: bool = True) -> None:
-        sizes = [("desktop", DESKTOP)] + ([("phone", PHONE)] if phone else [])
-        for label, size in sizes:
+    def __call__(self, page: Any, name: str, *, phone: bool = True, dark: bool = False) -> None:
+        sizes = [("desktop", DESKTOP, "light")]
+        if phone:
+            sizes.append(("phone", PHONE, "light"))
+        if dark:
+            sizes.append(("dark", DESKTOP, "dark"))
+        for label, size, scheme in sizes:
             page.set_viewport_size(size)
+            page.emulate_media(color_scheme=scheme)
             path = self.directory / f"{name}-{label}.png"
             page.screenshot(path=str(path), full_page=True)
             self.taken.append(path)
         page.set_viewport_size(DESKTOP)
+        page.emulate_media(color_scheme="light")
 
 
 @pytest.fixture

@@ -8,16 +8,20 @@ tests/admin/conftest.py).
 from __future__ import annotations
 
 import csv
-import inspect
 import re
 
 import pytest
 from playwright.sync_api import expect
 
-from bulkops.engine.readers import open_rows
 from bulkops.jobs.models import BulkJob
 from project.catalog.models import Product
-from tests.admin.conftest import SQLITE_LIVE_SERVER_NOISE, log_in, make_staff, xlsx_bytes
+from tests.admin.conftest import (
+    SQLITE_LIVE_SERVER_NOISE,
+    log_in,
+    make_staff,
+    needs_column_map,
+    xlsx_bytes,
+)
 from tests.admin.files import bad_file
 from tests.factories import CategoryFactory, ProductFactory
 
@@ -33,16 +37,6 @@ GOOD = [[f"N-{i}", f"New {i}", "Tools", 9.5 + i, i] for i in range(6)]
 NEGATIVE = ["N-BAD", "Negative", "Tools", -3, 1]  # spreadsheet row 8
 UNKNOWN_CATEGORY = ["N-TOY", "Toy", "Toys", 2, 1]  # spreadsheet row 9
 PERMS = ("catalog.add_product", "catalog.change_product", "catalog.view_product")
-
-# A mapped column reaches the job's reader as open_rows(column_map=...), which the
-# engine does not take yet; the admin's report asks for it.
-ENGINE_MAPS_COLUMNS = "column_map" in inspect.signature(open_rows).parameters
-needs_column_map = pytest.mark.xfail(
-    not ENGINE_MAPS_COLUMNS,
-    reason="the engine's open_rows() has no column_map parameter yet",
-    run=False,
-    strict=True,
-)
 
 
 @pytest.fixture
@@ -98,7 +92,7 @@ def test_the_whole_import(page, live_server, shots, tmp_path, tools, job_runner,
     page.get_by_role("button", name="Upload and check").click()
     if price_header != "price":
         page.wait_for_url("**/bulk-import/map/**")
-        shots(page, "flow-2-mapping")
+        shots(page, "flow-2-mapping", dark=True)
         page.get_by_label(price_header).select_option("price")
         page.get_by_role("button", name="Use these columns and check the rows").click()
 
@@ -108,7 +102,7 @@ def test_the_whole_import(page, live_server, shots, tmp_path, tools, job_runner,
     totals = page.locator(".bulkops-totals").inner_text()
     assert re.search(r"8\s+rows", totals) and re.search(r"6\s+valid", totals)
     assert re.search(r"2\s+with errors", totals)
-    shots(page, "flow-3-preview")
+    shots(page, "flow-3-preview", dark=True)
     page.get_by_role("link", name="Errors by row and column").click()
     errors = page.locator("table.bulkops-errors tbody").inner_text()
     assert re.search(
@@ -142,7 +136,7 @@ def test_the_whole_import(page, live_server, shots, tmp_path, tools, job_runner,
         "Import finished with problems: created 7 products; 1 failed.", timeout=30_000
     )
     expect(page.locator("progress#bulkops-progress-bar")).to_have_attribute("value", "100")
-    shots(page, "flow-6-done")
+    shots(page, "flow-6-done", dark=True)
     page.locator(".messagelist").get_by_role("link", name="See the products.").click()
     page.wait_for_url("**/admin/catalog/product/")
     table = page.locator("#result_list").inner_text()

@@ -26,7 +26,7 @@ def test_upload_page_lists_columns_and_offers_templates(page, live_server, shots
     table = page.locator(".bulkops-columns table")
     assert "the name of an existing category" in table.inner_text()
     assert "Tools" in table.inner_text()
-    shots(page, "upload")
+    shots(page, "upload", dark=True)
     with page.expect_download() as download:
         page.get_by_role("link", name="CSV").click()
     text = download.value.path().read_text(encoding="utf-8-sig")
