@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import IO, Any
 
 from django.core.paginator import Page, Paginator
@@ -75,7 +76,7 @@ class Cell:
     header: str
     field: str
     value: str
-    messages: list[str] = field(default_factory=list)
+    messages: list[str] = dataclass_field(default_factory=list)
 
 
 @dataclass
