@@ -192,4 +192,5 @@ def describe_suggestion(reason: str) -> str:
         "remembered": "as mapped last time",
         "used before": "chosen before for this column",
         "similar": "similar name",
+        "failed rows": "a column of the failed-rows download; ignored",
     }.get(reason, "")

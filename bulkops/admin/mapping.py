@@ -22,7 +22,13 @@ from rest_framework import serializers
 from bulkops.conf import bulkops_settings
 from bulkops.engine.readers import resolve_format
 from bulkops.engine.readers.cells import is_empty
-from bulkops.engine.readers.files import OLE2_MAGIC, check_upload_size, file_size, read_magic
+from bulkops.engine.readers.files import (
+    OLE2_MAGIC,
+    ZIP_MAGIC,
+    check_upload_size,
+    file_size,
+    read_magic,
+)
 from bulkops.engine.readers.headers import (
     ID_FIELD,
     FieldIndex,
@@ -35,11 +41,13 @@ from bulkops.engine.readers.headers import (
     normalise_header,
 )
 from bulkops.engine.readers.jsonarray import JsonArrayReader
-from bulkops.engine.readers.spreadsheet import Workbook
+from bulkops.engine.readers.spreadsheet import Workbook, check_zip
 from bulkops.engine.readers.text import detect_encoding, open_text, read_records
+from bulkops.errorfile import ERRORS_COLUMN, ROW_COLUMN
 from bulkops.exceptions import MissingColumns, UnreadableFile
 
 from .models import ColumnMapping, headers_signature
+from .xlsxhead import read_head
 
 SAMPLE_ROWS = 3
 SAMPLE_CHARS = 60
@@ -63,6 +71,15 @@ class Column:
     reason: str = ""  # why: "name", "remembered", "used before", "similar", ""
 
 
+#: Columns of the failed-rows file (bulkops.errorfile) that a re-upload ignores silently.
+ERROR_FILE_COLUMNS = (ROW_COLUMN, ERRORS_COLUMN)
+
+
+def ignored_silently(header: str, matched: str | None) -> bool:
+    """A ``row`` or ``errors`` column that matches no field: the failed-rows file's own."""
+    return matched is None and normalise_header(header) in ERROR_FILE_COLUMNS
+
+
 @dataclass
 class FilePreview:
     """The header row of an upload and a few values under each column."""
@@ -79,7 +96,11 @@ class FilePreview:
 
     @property
     def unmatched(self) -> list[Column]:
-        return [column for column in self.columns if column.matched is None]
+        return [
+            column
+            for column in self.columns
+            if column.matched is None and not ignored_silently(column.header, None)
+        ]
 
 
 def inspect_file(
@@ -158,6 +179,47 @@ def inspect_file(
         data_rows=len(samples),
         total_rows=total_rows,
     )
+
+
+def quick_header(
+    fileobj: IO[bytes],
+    filename: str,
+    *,
+    serializer: serializers.Serializer,
+    sheet: str | None = None,
+) -> list[str] | None:
+    """The header row when it can be had without decoding the file and every column in
+    it matches a field (or is ignored silently); ``None`` when the caller must
+    ``inspect_file`` (another format, a column to map, anything unusual).
+
+    Raises ``UnreadableFile`` for what it finds wrong on the way, with the engine's
+    sentences: a password, a zip bomb, duplicate columns, no rows, too many rows.
+    """
+    fmt = resolve_format(filename, None)
+    if fmt != "xlsx":
+        return None
+    check_upload_size(file_size(fileobj))
+    refuse_encrypted(fileobj)
+    if read_magic(fileobj, 4) != ZIP_MAGIC:
+        return None  # the full reader says what is wrong with it
+    check_zip(fileobj, fmt)
+    head = read_head(fileobj, sheet=sheet)
+    if head is None:
+        return None
+    limit = bulkops_settings.MAX_COLUMNS
+    if len(head.header) > limit:
+        return None
+    if head.last_row is not None and head.last_row - 1 > bulkops_settings.MAX_ROWS:
+        return None  # the full reader refuses it with the sheet's name and row count
+    header_map = map_headers(head.header, FieldIndex(serializer), column_label=column_letters)
+    if not head.has_rows:
+        raise UnreadableFile(
+            "The file has column names but no rows below them; add the rows to import.",
+            code="no_rows",
+        )
+    if any(not ignored_silently(h, None) for h in header_map.unknown_columns):
+        return None
+    return header_map.headers
 
 
 def refuse_encrypted(fileobj: IO[bytes]) -> None:
@@ -315,6 +377,9 @@ def suggest_mapping(
         else {}
     )
     for column in preview.columns:
+        if ignored_silently(column.header, column.matched):
+            column.suggested, column.reason = None, "failed rows"
+            continue
         if normalise_header(column.header) in remembered_choices:
             choice = remembered_choices[normalise_header(column.header)]
             if choice is None or choice in accepted:

@@ -36,6 +36,7 @@ from django.utils.html import format_html
 from import_export.admin import ExportMixin
 from import_export.formats import base_formats
 
+from bulkops.engine.readers.headers import FieldIndex
 from bulkops.exceptions import BulkOpsError
 
 from . import uploads
@@ -56,6 +57,7 @@ from .mapping import (
     check_mapping,
     field_choices,
     inspect_file,
+    quick_header,
     remember_mapping,
     suggest_mapping,
 )
@@ -220,26 +222,32 @@ class BulkImportMixin:
             return None
         serializer = self._serializer(request, bulk_model)
         try:
-            preview = inspect_file(
+            # Most uploads match every column: their header alone decides, and the file
+            # goes to its job without being decoded here.
+            headers = quick_header(
                 upload, upload.name, serializer=serializer, sheet=options["sheet"]
             )
-        except BulkOpsError as exc:
-            messages.error(request, exc.message)
-            return None
-        if not preview.unmatched:
-            mapping = {column.header: column.matched for column in preview.columns}
-            try:
+            preview = None
+            if headers is None:
+                preview = inspect_file(
+                    upload, upload.name, serializer=serializer, sheet=options["sheet"]
+                )
+                headers = None if preview.unmatched else preview.headers
+            if headers is not None:
+                index = FieldIndex(serializer)
                 check_mapping(
-                    preview.headers,
-                    mapping,
+                    headers,
+                    {header: index.match(header) for header in headers},
                     serializer,
                     mode=options["mode"],
                     natural_key=bulk_model.natural_key,
                 )
-            except BulkOpsError as exc:
-                messages.error(request, exc.message)
-                return None
+        except BulkOpsError as exc:
+            messages.error(request, exc.message)
+            return None
+        if headers is not None:
             return self._start(request, bulk_model, upload, upload.name, options, None)
+        assert preview is not None
         uploads.purge_stale()
         token = uploads.new_token()
         stored = uploads.save_pending(upload, token)
@@ -393,7 +401,7 @@ class BulkImportMixin:
             filename=state["filename"],
             options=options,
             mode_label=mode_choices(self.model, bulk_model.natural_key)[options["mode"]],  # type: ignore[attr-defined]
-            unmatched=sum(1 for column in state["columns"] if not column["matched"]),
+            unmatched=len(preview.unmatched),
             total_rows=state["total_rows"],
             verbose_name_plural=opts.verbose_name_plural,
         )

@@ -14,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 
+from bulkops.admin.jobs import VALIDATING
 from bulkops.jobs.models import BulkJob
 from project.catalog.models import Product
 from tests.admin.conftest import make_staff, needs_column_map, xlsx_bytes
@@ -69,6 +70,18 @@ def test_upload_validates_and_stops_at_the_preview(clerk_client, in_process):
     assert [row.row for row in page.context["failed_rows"]] == [3, 4]
     errors = clerk_client.get(response["Location"] + "?view=errors").context["error_lines"]
     assert [(e.row, e.column) for e in errors] == [(3, "price"), (4, "category")]
+
+
+def test_a_matching_workbook_is_not_decoded_in_the_request(clerk_client, rq_queue, monkeypatch):
+    import bulkops.admin.mapping
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the upload view decoded the whole workbook")
+
+    monkeypatch.setattr(bulkops.admin.mapping, "Workbook", refuse)
+    response = upload(clerk_client)
+    assert response.status_code == 302
+    assert BulkJob.objects.get().status in VALIDATING  # no worker serves this test's queue
 
 
 def test_fix_in_place_then_confirm_writes_exactly_the_validated_rows(clerk_client, in_process):
