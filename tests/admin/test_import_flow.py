@@ -244,3 +244,27 @@ def test_four_confirms_at_once_send_the_write_once(clerk, rq_queue):
     assert job.confirmed_at is not None
     writes = [task for task in get_queue().job_ids if "_write_" in task]
     assert len(writes) == 1
+
+
+def test_a_workbook_over_max_rows_is_refused_at_the_upload(clerk_client, settings):
+    settings.BULKOPS = {"MAX_ROWS": 3}
+    response = upload(clerk_client)
+    assert messages_of(response) == [
+        "The sheet 'Sheet1' has 4 rows below the header, more than the limit of 3; "
+        "split it into smaller files."
+    ]
+    assert BulkJob.objects.count() == 0
+
+
+def test_a_csv_over_max_rows_fails_its_job_with_the_reason(clerk_client, settings, in_process):
+    settings.BULKOPS = {"MAX_ROWS": 3}
+    data = {"mode": "create", "atomic": "none", "chunk_size": 2}
+    lines = "\n".join(",".join(str(c) for c in row) for row in [HEADER, *ROWS])
+    data["file"] = SimpleUploadedFile("stock.csv", lines.encode())
+    job_url = clerk_client.post(UPLOAD, data)["Location"]
+    job = BulkJob.objects.get()
+    assert job.status == BulkJob.FAILED
+    page = clerk_client.get(job_url).content.decode()
+    assert "more than 3 rows" in job.error
+    assert job.error.split(";")[0] in page
+    assert Product.objects.count() == 0
