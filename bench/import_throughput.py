@@ -165,9 +165,7 @@ def child_main(args: argparse.Namespace) -> None:
     else:
         outcome = import_with_import_export(path, args.ie_rows)
     seconds = time.perf_counter() - start
-    # Validation workers are this process's children: their peak is reported apart.
-    workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    outcome.update(seconds=seconds, in_db=Product.objects.count(), workers_rss_mb=workers_kb / 1024)
+    outcome.update(seconds=seconds, in_db=Product.objects.count())
     outcome["self_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(outcome))
 
@@ -205,11 +203,6 @@ def report(tool: str, fmt: str, outcome: dict) -> float:
         f"{rate:>9,.0f} rows/s  peak RSS {outcome['peak_rss_mb']:6.0f} MB  "
         f"(written: {outcome['in_db']:,})"
     )
-    if tool == "bulkops" and outcome.get("workers_rss_mb"):
-        print(
-            f"{'':<28} peak RSS of each validation worker process: "
-            f"{outcome['workers_rss_mb']:.0f} MB"
-        )
     if outcome["ok"] != outcome["rows"] or outcome["in_db"] != outcome["rows"]:
         print(f"  ! not every row was imported: {outcome}")
     return rate

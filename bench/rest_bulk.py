@@ -5,7 +5,8 @@
 
 Starts gunicorn with the project's WSGI app (``project.wsgi:application``, 2
 workers of one thread each (``gthread``, which keeps connections alive),
-``DJANGO_DEBUG=0``) on 127.0.0.1:<port> against PostgreSQL, then, each
+``DJANGO_DEBUG=0``) on 127.0.0.1:<port> (default: a free port the script binds and
+hands to gunicorn) against PostgreSQL, then, each
 phase creating into an empty product table (emptied outside the timed part):
 
 1. ``--items`` products created by as many ``POST /api/products/``, one after the
@@ -105,13 +106,20 @@ def product_count() -> int:
 # -- the server ------------------------------------------------------------------------
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((HOST, port)) != 0
+def listening_socket(port: int) -> socket.socket:
+    """A socket listening on ``HOST:port`` (0: any free port) for gunicorn to take over."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((HOST, port))
+    except OSError:
+        sock.close()
+        raise SystemExit(f"Something already listens on {HOST}:{port}; pick --port.") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
 
 
-def start_server(url: str, port: int, log) -> subprocess.Popen:
+def start_server(url: str, sock: socket.socket, log) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -125,7 +133,7 @@ def start_server(url: str, port: int, log) -> subprocess.Popen:
         "gunicorn",
         "project.wsgi:application",
         "--bind",
-        f"{HOST}:{port}",
+        f"fd://{sock.fileno()}",
         "--workers",
         str(WORKERS),
         # gthread with one thread: a request at a time per worker, as with sync
@@ -139,7 +147,14 @@ def start_server(url: str, port: int, log) -> subprocess.Popen:
         "--log-level",
         "warning",
     ]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        pass_fds=(sock.fileno(),),
+    )
 
 
 def wait_until_ready(server: subprocess.Popen, port: int, token: str) -> None:
@@ -323,12 +338,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000, help="items per phase (bulk max 1000)")
     parser.add_argument("--repeats", type=int, default=10, help="timed bulk creates in phase 3")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_DB)
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=0, help="default: any free port")
     args = parser.parse_args()
     if args.items < 1 or args.repeats < 0:
         parser.error("--items must be at least 1 and --repeats at least 0")
-    if not port_is_free(args.port):
-        raise SystemExit(f"Something already listens on {HOST}:{args.port}; pick --port.")
 
     if not args.database_url.startswith("postgres"):
         raise SystemExit(
@@ -339,7 +352,9 @@ def main() -> None:
     token = prepare_fixtures()
 
     with tempfile.TemporaryFile(mode="w+") as log:
-        server = start_server(args.database_url, args.port, log)
+        sock = listening_socket(args.port)
+        args.port = sock.getsockname()[1]
+        server = start_server(args.database_url, sock, log)
         try:
             wait_until_ready(server, args.port, token)
             print(
@@ -356,6 +371,7 @@ def main() -> None:
             raise
         finally:
             stop_server(server)
+            sock.close()
             from django.db import connections
 
             connections.close_all()

@@ -8,5 +8,7 @@ class BulkOpsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+
         # Each app's bulk.py registers its bulk-enabled models (see bulkops.registry).
         autodiscover_modules("bulk")

@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_UPLOAD_BYTES": 200 * MiB,
     "MAX_ROWS": 2_000_000,
     "MAX_BATCH_REQUESTS": 50,
+    # Requests of one /api/batch/ call (atomic false) that run side by side, each in
+    # its own thread on its own database connection; 1 = one after another.
+    "BATCH_CONCURRENCY": 4,
     "THROTTLE_ITEMS": None,
     # Jobs (bulkops.jobs).
     "STORAGE": "default",  # a STORAGES alias: uploads and payloads any worker can read

@@ -3,23 +3,29 @@
     {"items": [{...}, ...], "atomic": "none", "dry_run": false, "chunk_size": 500}
 
 The body is read here, not by DRF's parsers, so that its size is checked against
-``MAX_BYTES`` before it is read (from ``Content-Length``) and while it is read (for
-a request without one), and so that every problem is answered as the contract words
-it: 400 ``invalid_envelope`` saying what is wrong and where, 413 ``batch_too_large``
-with ``limit`` and ``received``. A problem with one item is that item's error, not
-the request's.
+``MAX_BYTES`` before it is read (from ``Content-Length``), while it is read (a chunked
+request has none) and while it is unpacked (``Content-Encoding: gzip``), and so that
+every problem is answered as the contract words it: 400 ``invalid_envelope`` saying
+what is wrong and where, 413 ``batch_too_large`` with ``limit`` and ``received``, DRF's
+415 for a body that is not JSON of a media type the view's parsers accept. A problem
+with one item is that item's error, not the request's.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.http import HttpRequest
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.request import Request
+from rest_framework.utils.mediatypes import _MediaType
 
 from .conf import ATOMIC_CHOICES, bulkops_settings
 from .engine import SourceRow, check_options
@@ -35,6 +41,7 @@ MEMBERS = ("items", "atomic", "dry_run", "chunk_size", "async")
 MAX_DEPTH = 64
 MAX_KEY_LENGTH = 255
 MAX_REF_LENGTH = 255
+READ_BLOCK = 256 * 1024
 
 # Lone surrogates and NUL characters can only come from \u escapes in the JSON text,
 # so the (rare) scan for them runs only when the raw body holds such an escape.
@@ -56,12 +63,19 @@ class BatchTooLarge(BulkOpsError):
     default_code = "batch_too_large"
     status_code = 413
 
-    def __init__(self, *, limit: int, received: int, unit: str) -> None:
+    def __init__(self, *, limit: int, received: int, unit: str, message: str | None = None) -> None:
         super().__init__(
-            f"Maximum {limit} {unit} per batch; received {received}",
+            message or f"Maximum {limit} {unit} per batch; received {received}",
             limit=limit,
             received=received,
         )
+
+
+class LengthRequired(BulkOpsError):
+    """A chunked body on a server that cannot tell where it ends: 411."""
+
+    default_code = "length_required"
+    status_code = 411
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,22 +120,118 @@ def json_type(value: Any) -> str:
 
 
 def read_body(request: HttpRequest, *, limit: int) -> bytes:
-    """The raw body, refused with 413 when it is (or turns out to be) over ``limit`` bytes."""
+    """The body, unpacked if it is gzip, refused when it is (or turns out to be) over
+    ``limit`` bytes, packed or unpacked: 413. 415 for an unknown ``Content-Encoding``,
+    400 for a body that ends before its announced end."""
+    gzipped = _content_encoding(request) == "gzip"
+    body = _read_raw(request, limit=limit)
+    if gzipped and body:
+        body = gunzip(body, limit=limit)
+    return body
+
+
+def _content_encoding(request: HttpRequest) -> str:
+    """``"identity"`` or ``"gzip"``; any other coding is 415, as DRF words it."""
+    codings = [
+        c.strip().lower()
+        for c in request.META.get("HTTP_CONTENT_ENCODING", "").split(",")
+        if c.strip().lower() not in ("", "identity")
+    ]
+    if not codings:
+        return "identity"
+    if codings in (["gzip"], ["x-gzip"]):
+        return "gzip"
+    shown = request.META.get("HTTP_CONTENT_ENCODING", "")
+    raise UnsupportedMediaType(
+        shown,
+        detail=f'Unsupported Content-Encoding "{shown}" in request; send the body as it is '
+        "or compressed with gzip.",
+    )
+
+
+def _read_raw(request: HttpRequest, *, limit: int) -> bytes:
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit:
+        declared: int | None = int(request.META["CONTENT_LENGTH"])
+    except (KeyError, ValueError, TypeError):
+        declared = None
+    if declared is not None and declared > limit:
         raise BatchTooLarge(limit=limit, received=declared, unit="bytes")
     if hasattr(request, "_body"):
         body = request._body  # read already (a CSRF check reading a form, say)
     else:
-        # Never more than limit + 1 bytes, whatever Content-Length claimed.
-        body = request.read(limit + 1)
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not declared and "wsgi.input" in request.META:
+            # Django reads a WSGI body only as far as Content-Length, which a chunked
+            # request has not: read the server's stream to its end, where the server
+            # marks one (wsgi.input_terminated: gunicorn, mod_wsgi, uWSGI).
+            if not request.META.get("wsgi.input_terminated"):
+                raise LengthRequired(
+                    "This server cannot read a chunked request body; send Content-Length."
+                )
+            stream = request.META["wsgi.input"]
+            request._read_started = True  # type: ignore[attr-defined]
+        else:
+            stream = request
+        # Never more than limit + 1 bytes, whatever the client announced.
+        body = _read_at_most(stream, limit + 1)
         request._body = body  # so request.body and request.data keep working
+        request._stream = io.BytesIO(body)  # type: ignore[attr-defined]
     if len(body) > limit:
-        raise BatchTooLarge(limit=limit, received=max(len(body), declared), unit="bytes")
+        raise BatchTooLarge(limit=limit, received=max(len(body), declared or 0), unit="bytes")
+    if declared is not None and len(body) < declared:
+        raise InvalidEnvelope(
+            f"The request body ended after {len(body)} of the {declared} bytes its "
+            "Content-Length announced; send the whole body."
+        )
     return body
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    parts = []
+    left = size
+    try:
+        while left > 0:
+            part = stream.read(min(left, READ_BLOCK))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+    except OSError as exc:  # the connection ended mid-body, a malformed chunk...
+        raise InvalidEnvelope(
+            f"The request body could not be read to its end ({exc or type(exc).__name__}); "
+            "send the whole body."
+        ) from None
+    return b"".join(parts)
+
+
+def gunzip(data: bytes, *, limit: int) -> bytes:
+    """``data`` unpacked, never more than ``limit`` bytes of it (413 beyond: a gzip
+    bomb costs no more memory than an honest body); 400 for data that is not gzip."""
+    out: list[bytes] = []
+    size = 0
+    try:
+        while data:  # one gzip member after the other (RFC 1952 allows several)
+            unpacker = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            pending = data
+            while not unpacker.eof:
+                part = unpacker.decompress(pending, limit + 1 - size)
+                size += len(part)
+                if size > limit:
+                    raise BatchTooLarge(
+                        limit=limit,
+                        received=size,
+                        unit="bytes",
+                        message=f"Maximum {limit} bytes per batch; the gzip body unpacks "
+                        "to more than that.",
+                    )
+                out.append(part)
+                pending = unpacker.unconsumed_tail
+                if not part and not pending:
+                    raise InvalidEnvelope("The gzip request body ends early; send all of it.")
+            data = unpacker.unused_data
+    except zlib.error as exc:
+        raise InvalidEnvelope(f"The request body is not valid gzip: {exc}.") from None
+    return b"".join(out)
 
 
 def _reject_constant(name: str) -> Any:
@@ -281,6 +391,36 @@ def _bad_characters(value: Any) -> str | None:
         elif isinstance(value, list):
             stack.extend(value)
     return None
+
+
+def is_json_media_type(media_type: str) -> bool:
+    """``application/json`` and the ``application/<anything>+json`` types, any parameters."""
+    parsed = _MediaType(media_type or "")
+    return parsed.main_type == "application" and (
+        parsed.sub_type == "json" or parsed.sub_type.endswith("+json")
+    )
+
+
+def has_body(request: HttpRequest) -> bool:
+    """Whether the request announces a body (a length, or chunks)."""
+    if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return True
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > 0
+    except ValueError:
+        return True
+
+
+def check_media_type(request: Request) -> None:
+    """415, with DRF's body, unless the body is JSON of a media type one of the view's
+    parsers accepts (no ``Content-Type`` is 415 too: DRF would not parse it either).
+    A request without a body is left to the envelope check, which says it is empty."""
+    if not has_body(request._request):
+        return
+    media_type = request.content_type
+    parser = request.negotiator.select_parser(request, request.parsers)
+    if parser is None or not is_json_media_type(media_type):
+        raise UnsupportedMediaType(media_type)
 
 
 def read_envelope(

@@ -9,8 +9,10 @@ Two levels, both per user:
   across batches; a repeat reports ``replayed`` with the first outcome's id and data.
 
 Both claim their keys by inserting them before any work, committed at once, so the
-unique constraint decides between concurrent requests; a claim whose work fails is
-deleted, so a retry runs again.
+unique constraint decides between concurrent requests. A request key whose work fails
+is deleted, so a retry runs again; an item key's outcome is written in the transaction
+that writes the item, so an item that committed is replayed on a retry whatever
+happened to the rest of its request, and one that did not is free again.
 """
 
 from __future__ import annotations
@@ -165,30 +167,66 @@ def _release(record: IdempotencyRecord) -> None:
 
 # -- the items -----------------------------------------------------------------------
 
+ITEM_KEY_REUSED = "Idempotency key reused for a different item."
+
+
+class ItemKeyLost(Exception):
+    """A claim this request held was taken over (after ``STALE_AFTER``) before its item
+    committed: the chunk must not commit, or the item could be applied twice."""
+
 
 def resource_of(model: type[models.Model]) -> str:
     """``"catalog.product"``: the scope of item keys."""
     return model._meta.label_lower
 
 
-class ItemKeys:
-    """The ``_idempotency_key``s of one batch.
+def item_fingerprint(*, mode: str, values: Any) -> str:
+    """SHA-256 of the operation and the item (reserved members stripped) as canonical JSON."""
+    text = f"{mode}\n{_dumps(values, canonical=True)}"
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
-    ``claim`` finds the items applied before (``replayed``), claims the keys of the
-    others for this request, and gives an error to an item whose key another request
-    holds or that repeats a key of the same batch. After the engine ran, ``settle``
-    records the outcome of the items that were applied, releases the other claims and
-    merges the replayed items back into the result, in request order.
+
+class ItemKeys:
+    """The ``_idempotency_key``s of one batch (DESIGN "Idempotency").
+
+    1. ``claim`` (before the engine runs; committed at once, so concurrent requests see
+       it): an item whose key holds a committed outcome is ``replayed`` when it is the
+       same operation on the same payload, and otherwise fails with
+       ``ITEM_KEY_REUSED``; a key another request holds is the item's error while that
+       request may still run; a claim older than ``STALE_AFTER`` is taken over (a
+       pending claim never committed its item, see ``record``). The other keys are
+       claimed for this request: a ``pending`` row with this request's token.
+    2. ``record`` is the engine's ``in_transaction`` callback: inside the transaction
+       that writes a chunk, it locks this request's pending claims of the chunk's
+       applied items and turns them into outcomes (``done``, id, data). They commit
+       or roll back with the items. A claim no longer held raises ``ItemKeyLost``, so
+       the chunk rolls back rather than apply an item another request now owns.
+    3. ``finish`` releases the claims still pending (items that failed, rolled back or
+       were never written: free for a retry) and merges the replayed items into the
+       result in request order. ``release`` does only the first part, for a request
+       that failed before any result.
     """
 
-    def __init__(self, *, user: Any = None, model: type[models.Model] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        user: Any = None,
+        model: type[models.Model] | None = None,
+        mode: str = "",
+        dry_run: bool = False,
+    ) -> None:
         self.user = user
         self.model = model
+        self.mode = mode
+        self.dry_run = dry_run
         self.resource = resource_of(model) if model is not None else ""
         self.token = uuid.uuid4()
         self.claimed: dict[int, str] = {}
+        self.fingerprints: dict[int, str] = {}
         self.replayed: dict[int, RowResult] = {}
         self.errors: dict[int, dict[str, list[str]]] = {}
+        # Engine row i is request item positions[i] (replayed items are not sent).
+        self.positions: list[int] = []
 
     @classmethod
     def claim(
@@ -196,13 +234,16 @@ class ItemKeys:
         *,
         user: Any,
         model: type[models.Model],
+        mode: str,
         keys: dict[int, str],
+        items: dict[int, Any],
         refs: dict[int, Any],
         dry_run: bool,
     ) -> ItemKeys:
+        """``keys``: request index -> key; ``items``: request index -> the item's values."""
         if not keys or not getattr(user, "is_authenticated", False):
             return cls()
-        self = cls(user=user, model=model)
+        self = cls(user=user, model=model, mode=mode, dry_run=dry_run)
         first: dict[str, int] = {}
         for index, key in keys.items():
             seen = first.setdefault(key, index)
@@ -210,114 +251,174 @@ class ItemKeys:
                 self._error(
                     index, f"Duplicate {IDEMPOTENCY_KEY}: item {seen} of this batch has it."
                 )
-        resource = self.resource
+        prints = {
+            index: item_fingerprint(mode=mode, values=items[index]) for index in first.values()
+        }
+        now = timezone.now()
         if not dry_run:
             ItemIdempotencyRecord.objects.bulk_create(
                 [
-                    ItemIdempotencyRecord(user=user, resource=resource, key=key, claim=self.token)
-                    for key in first
+                    ItemIdempotencyRecord(
+                        user=user,
+                        resource=self.resource,
+                        key=key,
+                        claim=self.token,
+                        fingerprint=prints[index],
+                        created_at=now,
+                    )
+                    for key, index in first.items()
                 ],
                 ignore_conflicts=True,
             )
         records = self._records(list(first))
-        stale = timezone.now() - STALE_AFTER
         for key, index in first.items():
             record = records.get(key)
-            if record is None:
-                if not dry_run:  # released by its request between our insert and read
-                    self._error(index, f"A request with this {IDEMPOTENCY_KEY} just failed; retry.")
-            elif record.claim == self.token:
-                self.claimed[index] = key
-            elif record.state == ItemIdempotencyRecord.DONE:
-                self.replayed[index] = RowResult(
-                    index,
-                    REPLAYED,
-                    ref=refs.get(index),
-                    id=model._meta.pk.to_python(record.object_id),  # type: ignore[union-attr]
-                    data=json.loads(record.data) if record.data else None,
-                )
-            elif record.created_at <= stale:
-                self._error(
-                    index,
-                    f"An earlier request with this {IDEMPOTENCY_KEY} did not finish, so whether "
-                    "it was applied is unknown; check the object and send a new key.",
-                )
-            else:
-                self._error(
-                    index,
-                    f"A request with this {IDEMPOTENCY_KEY} is still running; retry when it "
-                    "has finished.",
-                )
+            if record is not None and self._take_over(record, prints[index], now):
+                record = self._records([key]).get(key)
+            self._decide(index, key, record, prints[index], refs.get(index))
         return self
+
+    def _take_over(self, record: ItemIdempotencyRecord, fingerprint: str, now: Any) -> bool:
+        """Claim a pending key whose request died (older than ``STALE_AFTER``); True if the
+        record changed meanwhile (taken over, or finished) and must be read again."""
+        if (
+            self.dry_run
+            or record.claim == self.token
+            or record.state != ItemIdempotencyRecord.PENDING
+            or record.created_at > now - STALE_AFTER
+        ):
+            return False
+        ItemIdempotencyRecord.objects.filter(
+            pk=record.pk, claim=record.claim, state=ItemIdempotencyRecord.PENDING
+        ).update(claim=self.token, fingerprint=fingerprint, created_at=now)
+        return True
+
+    def _decide(
+        self,
+        index: int,
+        key: str,
+        record: ItemIdempotencyRecord | None,
+        fingerprint: str,
+        ref: Any,
+    ) -> None:
+        if record is None:
+            if not self.dry_run:  # released by its request between our insert and read
+                self._error(index, f"A request with this {IDEMPOTENCY_KEY} just failed; retry.")
+        elif record.claim == self.token:
+            self.claimed[index] = key
+            self.fingerprints[index] = fingerprint
+        elif record.state == ItemIdempotencyRecord.DONE:
+            # Outcomes recorded before fingerprints existed replay as they always did.
+            if record.fingerprint and record.fingerprint != fingerprint:
+                self._error(index, ITEM_KEY_REUSED)
+                return
+            self.replayed[index] = RowResult(
+                index,
+                REPLAYED,
+                ref=ref,
+                id=self.model._meta.pk.to_python(record.object_id),  # type: ignore[union-attr]
+                data=json.loads(record.data) if record.data else None,
+            )
+        elif not self.dry_run:
+            self._error(
+                index,
+                f"A request with this {IDEMPOTENCY_KEY} is still running; retry when it "
+                "has finished.",
+            )
 
     def _error(self, index: int, message: str) -> None:
         self.errors.setdefault(index, {}).setdefault(IDEMPOTENCY_KEY, []).append(message)
 
     def _records(self, keys: list[str]) -> dict[str, ItemIdempotencyRecord]:
         found = {}
-        mine = ItemIdempotencyRecord.objects.filter(
-            user=self.user,
-            resource=self.resource,
-        )
+        mine = ItemIdempotencyRecord.objects.filter(user=self.user, resource=self.resource)
         for start in range(0, len(keys), _LOOKUP_BATCH):
             for record in mine.filter(key__in=keys[start : start + _LOOKUP_BATCH]):
                 found[record.key] = record
         return found
 
-    def settle(self, result: BatchResult, positions: list[int]) -> BatchResult:
-        """The result over the whole request: engine results at their request ``positions``
-        (``positions[i]`` is the request index of engine row ``i``) plus the replayed items."""
-        if not self.replayed and positions == list(range(len(positions))) and not self.claimed:
+    # -- inside the engine's transactions -----------------------------------------------
+
+    def record(self, results: list[RowResult]) -> None:
+        """The engine's ``in_transaction``: the outcomes of this chunk's applied items,
+        written in the transaction that writes them."""
+        if not self.claimed or self.dry_run:
+            return
+        applied: dict[str, RowResult] = {}
+        for row in results:
+            index = self.positions[row.index] if self.positions else row.index
+            key = self.claimed.get(index)
+            if key is not None and row.status in _APPLIED:
+                applied[key] = row
+        if not applied:
+            return
+        keys = list(applied)
+        held: set[str] = set()
+        mine = ItemIdempotencyRecord.objects.select_for_update().filter(
+            user=self.user,
+            resource=self.resource,
+            claim=self.token,  # type: ignore[misc]
+            state=ItemIdempotencyRecord.PENDING,
+        )
+        for start in range(0, len(keys), _LOOKUP_BATCH):
+            part = keys[start : start + _LOOKUP_BATCH]
+            held.update(mine.filter(key__in=part).values_list("key", flat=True))
+        lost = [key for key in keys if key not in held]
+        if lost:
+            raise ItemKeyLost(
+                f"{len(lost)} {IDEMPOTENCY_KEY}(s) of this request were taken over by another "
+                f"request before their items committed (first: {lost[0]!r})."
+            )
+        fingerprints = {key: self.fingerprints[i] for i, key in self.claimed.items()}
+        ItemIdempotencyRecord.objects.bulk_create(
+            [
+                ItemIdempotencyRecord(
+                    user=self.user,
+                    resource=self.resource,
+                    key=key,
+                    claim=self.token,
+                    fingerprint=fingerprints[key],
+                    state=ItemIdempotencyRecord.DONE,
+                    status=row.status,
+                    object_id="" if row.id is None else str(row.id),
+                    data="" if row.data is None else _dumps(row.data),
+                )
+                for key, row in applied.items()
+            ],
+            update_conflicts=True,
+            unique_fields=["user", "resource", "key"],
+            update_fields=["state", "status", "object_id", "data"],
+        )
+
+    # -- after the engine ----------------------------------------------------------------
+
+    def finish(self, result: BatchResult, *, recorded_by_engine: bool) -> BatchResult:
+        """The result over the whole request, replayed items merged in request order;
+        the claims of items that were not applied are released.
+
+        ``recorded_by_engine`` False: an engine without ``in_transaction`` ran, and the
+        outcomes are recorded here, after the fact (a crash in between loses them).
+        """
+        if self.claimed and not recorded_by_engine:
+            with transaction.atomic(using=router.db_for_write(ItemIdempotencyRecord)):
+                self.record(result.results)
+        self.release()
+        if not self.replayed and self.positions == list(range(len(self.positions))):
             return result
         merged = BatchResult(mode=result.mode, atomic=result.atomic, dry_run=result.dry_run)
         outcomes = []
         for row in result.results:
-            row.index = positions[row.index]
+            row.index = self.positions[row.index]
             outcomes.append(row)
         outcomes.extend(self.replayed.values())
         outcomes.sort(key=lambda row: row.index)
-        applied, failed = [], []
         for row in outcomes:
             merged.add(row)
-            key = self.claimed.get(row.index)
-            if key is None:
-                continue
-            if row.status in _APPLIED and not result.dry_run:
-                applied.append(
-                    ItemIdempotencyRecord(
-                        user=self.user,
-                        resource=self.resource,
-                        key=key,
-                        claim=self.token,
-                        state=ItemIdempotencyRecord.DONE,
-                        status=row.status,
-                        object_id="" if row.id is None else str(row.id),
-                        data="" if row.data is None else _dumps(row.data),
-                    )
-                )
-            else:
-                failed.append(key)
-        if applied:
-            # One statement turns the pending claims into outcomes.
-            ItemIdempotencyRecord.objects.bulk_create(
-                applied,
-                update_conflicts=True,
-                unique_fields=["user", "resource", "key"],
-                update_fields=["state", "status", "object_id", "data"],
-            )
-        self._delete(failed)
         return merged
 
     def release(self) -> None:
-        """Drop every claim of this request (its work failed before a result)."""
+        """Drop this request's claims still pending: their items were not applied."""
         if self.claimed:
-            ItemIdempotencyRecord.objects.filter(claim=self.token).delete()
-
-    def _delete(self, keys: list[str]) -> None:
-        mine = ItemIdempotencyRecord.objects.filter(
-            user=self.user,
-            resource=self.resource,
-            claim=self.token,  # type: ignore[arg-type]
-        )
-        for start in range(0, len(keys), _LOOKUP_BATCH):
-            mine.filter(key__in=keys[start : start + _LOOKUP_BATCH]).delete()
+            ItemIdempotencyRecord.objects.filter(
+                claim=self.token, state=ItemIdempotencyRecord.PENDING
+            ).delete()

@@ -16,26 +16,37 @@ bounds which objects an update or delete can reach.
 
 from __future__ import annotations
 
+import inspect
+import logging
+import uuid
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.core.signals import got_request_exception
 from django.http import Http404
-from rest_framework import viewsets
+from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, MethodNotAllowed
+from rest_framework.generics import GenericAPIView
 from rest_framework.metadata import SimpleMetadata
-from rest_framework.parsers import JSONParser
-from rest_framework.permissions import DjangoModelPermissions
+from rest_framework.permissions import BasePermission
 from rest_framework.request import clone_request
 from rest_framework.response import Response
+from rest_framework.views import set_rollback
 
 from .engine import SourceRow, run_batch
-from .envelope import BulkOptions, Envelope, InvalidEnvelope, read_envelope
+from .envelope import BulkOptions, Envelope, InvalidEnvelope, check_media_type, read_envelope
 from .exceptions import BulkOpsError
 from .idempotency import ItemKeys, idempotent_response
 from .openapi import BulkAutoSchema
-from .results import BatchResult
+from .results import ERROR, BatchResult, RowResult
 from .throttling import BulkItemThrottle
+
+logger = logging.getLogger("bulkops.rest")
+
+# Until the engine's in_transaction seam lands on main, item keys are recorded after
+# the engine returns (ItemKeys.finish); with it, in each chunk's transaction.
+ENGINE_IN_TRANSACTION = "in_transaction" in inspect.signature(run_batch).parameters
 
 # action (viewset method) -> engine mode
 BULK_ACTIONS = {
@@ -50,21 +61,6 @@ _ROUTE = {
     "put": "bulk_upsert",
     "delete": "bulk_destroy",
 }
-
-
-class BulkModelPermissions(DjangoModelPermissions):
-    """``DjangoModelPermissions``, except that the bulk upsert (PUT), which creates as
-    well as changes, needs both the add and the change permission."""
-
-    bulk_perms_map = {
-        **DjangoModelPermissions.perms_map,
-        "PUT": ["%(app_label)s.add_%(model_name)s", "%(app_label)s.change_%(model_name)s"],
-    }
-
-    def has_permission(self, request: Any, view: Any) -> bool:
-        if getattr(view, "action", None) in BULK_ACTIONS:
-            self.perms_map = self.bulk_perms_map
-        return super().has_permission(request, view)
 
 
 class BulkMetadata(SimpleMetadata):
@@ -95,13 +91,18 @@ class BulkMixin:
     the item throttle, the permissions and the error responses.
 
     ``bulk_default_atomic`` is the transaction mode when a request names none
-    (default: ``BULKOPS["DEFAULT_ATOMIC"]``). For the bulk actions a plain
-    ``DjangoModelPermissions`` in ``permission_classes`` is applied as
-    ``BulkModelPermissions``, and ``bulk_throttle_classes`` are added to the throttles.
+    (default: ``BULKOPS["DEFAULT_ATOMIC"]``); ``bulk_throttle_classes`` are added to the
+    throttles of the bulk actions. Permissions are the viewset's own: the upsert (PUT)
+    must pass every permission class both as the PUT it is (change) and as a POST
+    (add), and every object an update, upsert or delete names must pass
+    ``check_object_permissions`` (see ``check_bulk_target``).
     """
 
     bulk_default_atomic: str | None = None
     bulk_throttle_classes: list[type] = [BulkItemThrottle]
+    _bulk_outcomes: list[RowResult] | None = None
+    _bulk_item_keys: ItemKeys | None = None
+    _bulk_keys_in_transaction = False
     schema = BulkAutoSchema()
 
     @action(
@@ -109,7 +110,6 @@ class BulkMixin:
         methods=[],
         url_path="bulk",
         url_name="bulk",
-        parser_classes=[JSONParser],
         metadata_class=BulkMetadata,
     )
     def bulk(self, request: Any, *args: Any, **kwargs: Any) -> Response:
@@ -123,13 +123,47 @@ class BulkMixin:
         """The engine mode of the current action, ``None`` outside the bulk actions."""
         return BULK_ACTIONS.get(getattr(self, "action", None) or "")
 
-    def get_permissions(self) -> list:
-        permissions = super().get_permissions()  # type: ignore[misc]
-        if self.get_bulk_mode() is None:
-            return permissions
-        return [
-            BulkModelPermissions() if type(p) is DjangoModelPermissions else p for p in permissions
-        ]
+    def check_permissions(self, request: Any) -> None:
+        super().check_permissions(request)  # type: ignore[misc]
+        if self.get_bulk_mode() == "upsert":
+            # An upsert creates as well as changes: it must also pass as the bulk create
+            # it partly is, whatever the permission classes look at (method or action).
+            action = self.action  # type: ignore[has-type]
+            self.action = "bulk_create"
+            try:
+                super().check_permissions(clone_request(request, "POST"))  # type: ignore[misc]
+            finally:
+                self.action = action
+
+    def check_bulk_target(self, obj: Any) -> str | None:
+        """Asked for every object a bulk update, upsert or delete names, once the engine
+        has fetched them all (one query): ``None`` lets the item go on, a message makes it
+        that item's error. By default ``check_object_permissions``, so the bulk actions
+        refuse what the single endpoints refuse, with DRF's message."""
+        try:
+            self.check_object_permissions(self.request, obj)  # type: ignore[attr-defined]
+        except APIException as exc:
+            return str(exc.detail)
+        except PermissionDenied as exc:  # Django's, from a permission class
+            return str(exc) or str(exceptions.PermissionDenied.default_detail)
+        except Http404:
+            return "Not found."
+        return None
+
+    def get_bulk_target_check(self) -> Any:
+        """``check_bulk_target``, or ``None`` when no permission class looks at objects
+        (then the engine need not ask for each one)."""
+        overridden = (
+            type(self).check_bulk_target is not BulkMixin.check_bulk_target
+            or type(self).check_object_permissions  # type: ignore[attr-defined]
+            is not GenericAPIView.check_object_permissions
+        )
+        if overridden or any(
+            type(p).has_object_permission is not BasePermission.has_object_permission
+            for p in self.get_permissions()  # type: ignore[attr-defined]
+        ):
+            return self.check_bulk_target
+        return None
 
     def get_throttles(self) -> list:
         throttles = super().get_throttles()  # type: ignore[misc]
@@ -141,12 +175,45 @@ class BulkMixin:
         status = getattr(exc, "status_code", None)
         if isinstance(exc, BulkOpsError) and status is not None:
             return Response(exc.as_dict(), status=status)
+        if self.get_bulk_mode() is not None and not isinstance(
+            exc, APIException | Http404 | PermissionDenied
+        ):
+            return self.bulk_server_error(exc)
         return super().handle_exception(exc)  # type: ignore[misc]
+
+    def bulk_server_error(self, exc: Exception) -> Response:
+        """An unexpected error in a bulk action: a JSON 500, never Django's HTML page. It is
+        logged with its traceback and sent as ``got_request_exception`` (error reporters
+        listen there), and an ``ATOMIC_REQUESTS`` transaction is rolled back."""
+        reference = uuid.uuid4().hex[:12]
+        request = self.request  # type: ignore[attr-defined]
+        logger.error(
+            "Bulk request %s %s failed (reference %s)",
+            request.method,
+            request.path,
+            reference,
+            exc_info=exc,
+        )
+        got_request_exception.send(sender=type(self), request=request._request)
+        set_rollback()
+        written = getattr(self, "_bulk_outcomes", None)
+        message = "The server failed while processing this request"
+        if written is not None and not written:
+            message += "; no item was written, so it is safe to send again"
+        return Response(
+            {
+                "error": "server_error",
+                "message": f"{message}. Reference: {reference}.",
+                "reference": reference,
+            },
+            status=500,
+        )
 
     def get_bulk_envelope(self) -> Envelope:
         """The request's envelope, read and checked once (the item throttle needs it too)."""
         envelope = getattr(self, "_bulk_envelope", None)
         if envelope is None:
+            check_media_type(self.request)  # type: ignore[attr-defined]
             envelope = read_envelope(
                 self.request._request,  # type: ignore[attr-defined]
                 mode=self.get_bulk_mode() or "create",
@@ -164,8 +231,32 @@ class BulkMixin:
         """Run the engine on ``items`` with this viewset's serializer, context and queryset.
 
         ``engine_options`` go to ``run_batch``: pass ``after_write=`` to act on the written
-        objects inside the transaction (bulk writes send no ``post_save``).
+        objects inside the transaction (bulk writes send no ``post_save``). Every row's
+        outcome is also kept as the engine decides it, so that if the engine fails after
+        some chunks committed the response still tells every item's fate.
         """
+        outcomes = self._bulk_outcomes = []
+        on_row = engine_options.pop("on_row", None)
+
+        def keep(row: RowResult) -> None:
+            outcomes.append(row)
+            if on_row is not None:
+                on_row(row)
+
+        keys = self._bulk_item_keys
+        if keys is not None and keys.claimed and ENGINE_IN_TRANSACTION:
+            # Item keys' outcomes commit with their items (ItemKeys.record).
+            theirs = engine_options.pop("in_transaction", None)
+
+            def in_transaction(results: list[RowResult]) -> None:
+                keys.record(results)
+                if theirs is not None:
+                    theirs(results)
+
+            engine_options["in_transaction"] = in_transaction
+            self._bulk_keys_in_transaction = True
+
+        engine_options.setdefault("check_target", self.get_bulk_target_check())
         return run_batch(
             serializer_class=self.get_serializer_class(),  # type: ignore[attr-defined]
             rows=items,
@@ -175,8 +266,46 @@ class BulkMixin:
             dry_run=options.dry_run,
             context=self.get_serializer_context(),  # type: ignore[attr-defined]
             queryset=self.get_queryset(),  # type: ignore[attr-defined]
+            on_row=keep,
             **engine_options,
         )
+
+    def bulk_failure_result(
+        self, exc: Exception, *, items: list[SourceRow], outcomes: list[RowResult]
+    ) -> BatchResult:
+        """The engine failed after reporting ``outcomes`` (chunks whose fate was final):
+        those as they are, and every other item an error saying it was not written."""
+        reference = uuid.uuid4().hex[:12]
+        request = self.request  # type: ignore[attr-defined]
+        logger.error(
+            "Bulk request %s %s failed after %d of %d items were decided (reference %s)",
+            request.method,
+            request.path,
+            len(outcomes),
+            len(items),
+            reference,
+            exc_info=exc,
+        )
+        options = self.get_bulk_envelope().options
+        result = BatchResult(
+            mode=self.get_bulk_mode() or "create", atomic=options.atomic, dry_run=options.dry_run
+        )
+        decided = set()
+        for row in outcomes:
+            decided.add(row.index)
+            result.add(row)
+        message = (
+            f"Not written: the server failed while writing this batch ({type(exc).__name__}, "
+            f"reference {reference}); send this item again."
+        )
+        for index, item in enumerate(items):
+            if index not in decided:
+                result.add(
+                    RowResult(
+                        index, ERROR, item.row, item.ref, errors={"non_field_errors": [message]}
+                    )
+                )
+        return result
 
     def bulk_response(self, perform: Any) -> Response:
         """Run ``perform(items=, options=)`` on the envelope; 200 with one result per item.
@@ -191,7 +320,9 @@ class BulkMixin:
             keys = ItemKeys.claim(
                 user=request.user,
                 model=self.get_queryset().model,  # type: ignore[attr-defined]
+                mode=self.get_bulk_mode() or "",
                 keys=envelope.item_keys,
+                items={index: envelope.rows[index].values for index in envelope.item_keys},
                 refs={index: envelope.rows[index].ref for index in envelope.item_keys},
                 dry_run=envelope.options.dry_run,
             )
@@ -204,12 +335,23 @@ class BulkMixin:
                     row.errors.setdefault(name, []).extend(messages)
                 rows.append(row)
                 positions.append(index)
+            keys.positions = positions
+            self._bulk_item_keys = keys
+            self._bulk_keys_in_transaction = False
+            self._bulk_outcomes = None
             try:
                 result = perform(items=rows, options=envelope.options)
+            except Exception as exc:
+                outcomes = self._bulk_outcomes
+                if not outcomes:  # no item's fate is final: a 500, and a retry is safe
+                    keys.release()
+                    raise
+                result = self.bulk_failure_result(exc, items=rows, outcomes=outcomes)
             except BaseException:
                 keys.release()
                 raise
-            return Response(keys.settle(result, positions).as_dict())
+            result = keys.finish(result, recorded_by_engine=self._bulk_keys_in_transaction)
+            return Response(result.as_dict())
 
         return idempotent_response(request, body=envelope.body, run=run)
 

@@ -49,7 +49,10 @@ class IdempotencyRecord(models.Model):
 
 class ItemIdempotencyRecord(models.Model):
     """One item ``_idempotency_key`` of one user on one resource: pending while the batch
-    that claimed it runs, then the outcome (object id and output data) a repeat replays."""
+    that claimed it runs, then the outcome (object id and output data) a repeat replays.
+
+    The outcome is written in the transaction that writes the item, so ``done`` means
+    the item committed and ``pending`` that it did not (yet)."""
 
     PENDING = "pending"
     DONE = "done"
@@ -59,6 +62,11 @@ class ItemIdempotencyRecord(models.Model):
     resource = models.CharField(max_length=100, help_text='The model, e.g. "catalog.product".')
     key = models.CharField(max_length=255)
     claim = models.UUIDField(help_text="The request that claimed the key.")
+    fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the operation and the item as canonical JSON.",
+    )
     state = models.CharField(max_length=10, choices=STATES, default=PENDING)
     status = models.CharField(max_length=10, blank=True, help_text="created, updated or deleted.")
     object_id = models.CharField(max_length=64, blank=True)

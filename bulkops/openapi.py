@@ -20,15 +20,17 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 from .conf import ATOMIC_CHOICES, bulkops_settings
-from .envelope import IDEMPOTENCY_KEY, MAX_KEY_LENGTH, MAX_REF_LENGTH, REF
+from .envelope import IDEMPOTENCY_KEY, MAX_KEY_LENGTH, MAX_REF_LENGTH, REF, is_json_media_type
 from .results import STATUSES
 
 BATCH_STATUSES = ("completed", "partial", "failed")
 ERROR_CODES = (
     "invalid_envelope",
     "batch_too_large",
+    "length_required",
     "idempotency_in_flight",
     "idempotency_key_reused",
+    "server_error",
 )
 _VERBS = {"create": "Create", "update": "Update", "upsert": "Upsert", "delete": "Delete"}
 
@@ -112,6 +114,12 @@ class BulkLimitErrorSerializer(BulkErrorSerializer):
 
     limit = serializers.IntegerField()
     received = serializers.IntegerField()
+
+
+class BulkServerErrorSerializer(BulkErrorSerializer):
+    """500 ``server_error``: an unexpected failure; the reference names it in the logs."""
+
+    reference = serializers.CharField(help_text="Names this failure in the server's logs.")
 
 
 class DetailErrorSerializer(serializers.Serializer):
@@ -283,8 +291,10 @@ class BulkAutoSchema(AutoSchema):
             return description
         limits = (
             f"Limits: at most {bulkops_settings.MAX_ITEMS} items and "
-            f"{bulkops_settings.MAX_BYTES} bytes per request (413 `batch_too_large`); "
-            f"`chunk_size` from 1 to {bulkops_settings.MAX_CHUNK_SIZE}."
+            f"{bulkops_settings.MAX_BYTES} bytes per request (413 `batch_too_large`), "
+            "also once a gzip body (`Content-Encoding: gzip`) is unpacked; "
+            f"`chunk_size` from 1 to {bulkops_settings.MAX_CHUNK_SIZE}. The body must be JSON "
+            "(415 otherwise); chunked bodies are read to their end within the same limit."
         )
         return f"{description}\n\n{limits}".strip()
 
@@ -299,6 +309,12 @@ class BulkAutoSchema(AutoSchema):
                 location=OpenApiParameter.HEADER,
                 description="Replays the first response for a retry with the same payload "
                 f"(within IDEMPOTENCY_TTL); 1 to {MAX_KEY_LENGTH} characters.",
+            ),
+            OpenApiParameter(
+                "Content-Encoding",
+                location=OpenApiParameter.HEADER,
+                enum=["gzip", "identity"],
+                description="`gzip`: the body is gzip-compressed; at most MAX_BYTES unpacked.",
             ),
             OpenApiParameter(
                 "Idempotent-Replayed",
@@ -328,8 +344,13 @@ class BulkAutoSchema(AutoSchema):
             bulkops_settings.MAX_CHUNK_SIZE,
         )
         component = self.resolve_serializer(request(), direction)
+        media_types = [
+            parser.media_type
+            for parser in self.view.get_parsers()
+            if is_json_media_type(parser.media_type)
+        ] or ["application/json"]
         return {
-            "content": {"application/json": build_media_type_object(component.ref)},
+            "content": {m: build_media_type_object(component.ref) for m in media_types},
             "required": True,
         }
 
@@ -352,11 +373,26 @@ class BulkAutoSchema(AutoSchema):
             409: OpenApiResponse(
                 error, description="idempotency_in_flight: the same key is still running."
             ),
+            411: OpenApiResponse(
+                error, description="length_required: a chunked body this server cannot read."
+            ),
             413: OpenApiResponse(
-                BulkLimitErrorSerializer, description="batch_too_large: too many items or bytes."
+                BulkLimitErrorSerializer,
+                description="batch_too_large: too many items or bytes (unpacked, for gzip).",
+            ),
+            415: OpenApiResponse(
+                detail,
+                description="The body is not JSON of a media type the resource accepts, or "
+                "its Content-Encoding is neither gzip nor identity.",
             ),
             422: OpenApiResponse(
                 error, description="idempotency_key_reused: same key, different payload."
             ),
             429: OpenApiResponse(detail, description="Throttled: too many items per minute."),
+            500: OpenApiResponse(
+                BulkServerErrorSerializer,
+                description="server_error: the request failed before any item's outcome was "
+                "final (nothing was written by the engine). A failure after chunks committed "
+                "is a 200 whose unwritten items say so.",
+            ),
         }

@@ -126,7 +126,7 @@ class BulkRegistry:
 
     def __contains__(self, model: object) -> bool:
         if isinstance(model, type) and issubclass(model, models.Model):
-            return model._meta.label_lower in self._registry
+            return model._meta.label_lower in self._registry  # type: ignore[attr-defined]
         return isinstance(model, str) and model.lower() in self._registry
 
 

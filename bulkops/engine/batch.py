@@ -16,9 +16,6 @@ gives the same results.
 
 from __future__ import annotations
 
-import logging
-import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -31,23 +28,16 @@ from .duplicates import SAME_OBJECT, DuplicateIndex, name_duplicates
 from .errors import RowErrors, merged, non_field_key
 from .objects import RowObjects
 from .options import CREATE, DELETE, UPDATE, check_options, natural_key_of
-from .report import chunk_results
+from .report import chunk_results, rendered
+from .retry import RETRIES, first_line, retrying
 from .staged import StagedChunk
 from .store import SpoolStore
 from .validate import TARGET, ChunkValidator
 from .write import ChunkWriter, Written
 
-logger = logging.getLogger("bulkops.engine")
-
 InTransaction = Callable[[list[RowResult]], None]
 WriteHook = Callable[[str, list[Any]], None]
 ProgressCallback = Callable[[str, int], None]
-
-# Deadlocks and serialization failures: the transaction lost a race and may simply
-# run again. SQLSTATE codes, as psycopg reports them under Django's OperationalError.
-TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
-RETRIES = 3  # attempts after the first
-BACKOFF_SECONDS = 0.05
 
 
 class _ChunkRefused(Exception):
@@ -66,7 +56,9 @@ class Batch:
     the serializer's output on each written row's result. ``after_write(action,
     instances)`` runs inside the transaction after each chunk's successful write —
     the place for what ``post_save`` receivers would do, since bulk writes send no
-    signals.
+    signals. ``check_target(instance)`` is asked for every object an update, upsert or
+    delete row names (the REST door checks object permissions there): a message refuses
+    the object and becomes that row's error.
     """
 
     def __init__(
@@ -82,6 +74,7 @@ class Batch:
         queryset: Any = None,
         with_data: bool = False,
         after_write: WriteHook | None = None,
+        check_target: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.atomic, self.chunk_size = check_options(
             mode=mode, atomic=atomic, chunk_size=chunk_size
@@ -99,6 +92,7 @@ class Batch:
             natural_key=self.natural_key,
             context=self.context,
             queryset=queryset,
+            check_target=check_target,
         )
         self.model = self.validator.model
         self.db = self.validator.db
@@ -126,7 +120,8 @@ class Batch:
         staged = self.validator.validate(start, rows)
         if track_duplicates:
             self._tracking = True
-            self._tracked.add(staged)
+            if staged.rows:
+                self._tracked.add(self.chunk_keys(staged), is_file_row=staged.rows[0].is_file_row)
             self._tracked_invalid += staged.invalid
         return staged
 
@@ -196,24 +191,22 @@ class Batch:
         staged = self._with_tracked(staged)
         if in_transaction is None and self._writes_nothing(staged):
             return self._write_chunk(staged)
-        for attempt in range(RETRIES + 1):
-            try:
-                with transaction.atomic(using=self.db):
-                    results = self._write_chunk(staged)
-                    if in_transaction is not None:
-                        in_transaction(results)
-                return results
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if attempt < RETRIES:
-                    _back_off(attempt, exc)
-                    continue
-                results = self._unwritten(staged, exc)
-        with transaction.atomic(using=self.db):
-            if in_transaction is not None:
-                in_transaction(results)
-        return results
+
+        def attempt() -> list[RowResult]:
+            with transaction.atomic(using=self.db):
+                results = self._write_chunk(staged)
+                if in_transaction is not None:
+                    in_transaction(results)
+            return results
+
+        def give_up(exc: Exception) -> list[RowResult]:
+            results = self._unwritten(staged, exc)
+            with transaction.atomic(using=self.db):
+                if in_transaction is not None:
+                    in_transaction(results)
+            return results
+
+        return retrying(attempt, give_up=give_up)
 
     def _writes_nothing(self, staged: StagedChunk) -> bool:
         invalid = staged.invalid
@@ -273,30 +266,15 @@ class Batch:
             if objects is None:
                 ok = [r for r in staged.rows if r.errors is None]
                 objects = self.objects.of(ok, written, saved=not self.dry_run)
-            data = self._render(staged, written, objects)
+            data = rendered(self.serializer_class, self.context, staged, written, objects)
         return chunk_results(
             staged, written, rolled_back=rolled_back, dry_run=self.dry_run, data=data
         )
 
-    def _render(
-        self, staged: StagedChunk, written: Written, objects: dict[int, Any]
-    ) -> dict[int, Any]:
-        shown = [
-            row.index
-            for row in staged.rows
-            if row.errors is None and row.index not in written.refused and row.index in objects
-        ]
-        if not shown:
-            return {}
-        rendered = self.serializer_class(
-            [objects[index] for index in shown], many=True, context=self.context
-        ).data
-        return dict(zip(shown, rendered, strict=True))
-
     def _unwritten(self, staged: StagedChunk, exc: Exception) -> list[RowResult]:
         """The results of a chunk that lost every attempt to a deadlock or serialization
         failure: its valid rows fail with the reason."""
-        reason = _first_line(exc)
+        reason = first_line(exc)
         message = (
             f"The database could not write this chunk ({reason}), {RETRIES + 1} times; "
             "nothing of it was written. Try again."
@@ -360,36 +338,31 @@ class Batch:
                     for chunk in chunks:
                         in_transaction(self._results(self._with_tracked(chunk), Written()))
             return ("rolled_back" if failed else "committed", None)
-        for attempt in range(RETRIES + 1):
+
+        def attempt() -> tuple[str, list[Written] | Exception | None]:
             outcomes: list[Written] = []
-            try:
-                with transaction.atomic(using=self.db):
-                    refused = False
-                    done = 0
-                    for chunk in chunks:
-                        chunk = self._with_tracked(chunk)
-                        # Every chunk is written even after a refusal, so the report names
-                        # every row the database refuses; the transaction rolls back anyway.
-                        written, objects = self._write_rows(chunk)
-                        outcomes.append(written)
-                        refused = refused or bool(written.refused)
-                        if not refused:
-                            self._after_write(chunk, written, objects)
-                            if in_transaction is not None:
-                                in_transaction(self._results(chunk, written, objects=objects))
-                        done += len(chunk)
-                        if on_progress is not None:
-                            on_progress("write", done)
-                    if refused:
-                        transaction.set_rollback(True, using=self.db)
-                return ("rolled_back" if refused else "committed", outcomes)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if attempt == RETRIES:
-                    return ("unwritten", exc)
-                _back_off(attempt, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
+            with transaction.atomic(using=self.db):
+                refused = False
+                done = 0
+                for chunk in chunks:
+                    chunk = self._with_tracked(chunk)
+                    # Every chunk is written even after a refusal, so the report names
+                    # every row the database refuses; the transaction rolls back anyway.
+                    written, objects = self._write_rows(chunk)
+                    outcomes.append(written)
+                    refused = refused or bool(written.refused)
+                    if not refused:
+                        self._after_write(chunk, written, objects)
+                        if in_transaction is not None:
+                            in_transaction(self._results(chunk, written, objects=objects))
+                    done += len(chunk)
+                    if on_progress is not None:
+                        on_progress("write", done)
+                if refused:
+                    transaction.set_rollback(True, using=self.db)
+            return ("rolled_back" if refused else "committed", outcomes)
+
+        return retrying(attempt, give_up=lambda exc: ("unwritten", exc))
 
     def _all_results(
         self,
@@ -425,24 +398,3 @@ class Batch:
             # Rows the database refused keep their errors; every other row rolled back.
             return chunk_results(chunk, written, rolled_back=True, dry_run=self.dry_run)
         return self._results(chunk, written)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A deadlock or serialization failure: the same work may succeed if run again."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if getattr(seen, "sqlstate", None) in TRANSIENT_SQLSTATES:
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def _back_off(attempt: int, exc: Exception) -> None:
-    delay = BACKOFF_SECONDS * 2**attempt * (0.5 + random.random())
-    logger.info("bulkops: %s; trying the chunk again in %.2f s", _first_line(exc), delay)
-    time.sleep(delay)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -68,10 +68,10 @@ class DuplicateIndex:
     def __bool__(self) -> bool:
         return bool(self._groups)
 
-    def add(self, chunk: StagedChunk) -> None:
-        if chunk.rows:
-            self.is_file_row = chunk.rows[0].is_file_row
-        for constraint, entries in chunk.keys.items():
+    def add(self, keys: Mapping[str, list[list[Any]]], *, is_file_row: bool) -> None:
+        """Take a chunk's keys (``Batch.chunk_keys``)."""
+        self.is_file_row = is_file_row
+        for constraint, entries in keys.items():
             first = self._first.setdefault(constraint, {})
             for entry in entries:
                 key, position = entry[0], entry[1]

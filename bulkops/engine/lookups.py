@@ -120,7 +120,7 @@ class RelationResolver:
         self.model_field = self._model_field(queryset.model)
         keys = set()
         # Raw value -> key, so the per-row lookup does not clean the value twice.
-        self.raw_keys: dict[Any, Any] = {}
+        self.raw_keys = {}
         name = self.field_name
         for item in items:
             value = item.get(name)

@@ -1,4 +1,4 @@
-"""A written (or rolled back) chunk's rows as ``RowResult``s, in order."""
+"""A written (or rolled back) chunk's rows as ``RowResult``s, in order, with their data."""
 
 from __future__ import annotations
 
@@ -44,3 +44,23 @@ def chunk_results(
             shown = data.get(row.index) if data else None
             out.append(RowResult(row.index, STATUS[action], row.row, row.ref, pk, shown))  # type: ignore[index]
     return out
+
+
+def rendered(
+    serializer_class: Any,
+    context: dict[str, Any],
+    staged: StagedChunk,
+    written: Written,
+    objects: dict[int, Any],
+) -> dict[int, Any]:
+    """The serializer's output for every written row: ``{index: data}``, one
+    ``many=True`` pass over the chunk."""
+    shown = [
+        row.index
+        for row in staged.rows
+        if row.errors is None and row.index not in written.refused and row.index in objects
+    ]
+    if not shown:
+        return {}
+    data = serializer_class([objects[index] for index in shown], many=True, context=context).data
+    return dict(zip(shown, data, strict=True))

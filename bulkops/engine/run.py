@@ -50,6 +50,7 @@ def run_batch(
     on_progress: ProgressCallback | None = None,
     after_write: WriteHook | None = None,
     in_transaction: InTransaction | None = None,
+    check_target: Callable[[Any], str | None] | None = None,
 ) -> BatchResult:
     """Validate every row, then write them in chunks; return one result per row.
 
@@ -65,7 +66,9 @@ def run_batch(
     runs inside the transaction after each chunk's successful write — the place
     for what ``post_save`` receivers would do, since bulk writes send no signals;
     ``in_transaction(results)`` runs with each chunk's results inside the
-    transaction that writes them (see ``Batch.write_chunk``/``write_all``).
+    transaction that writes them (see ``Batch.write_chunk``/``write_all``);
+    ``check_target(instance)`` may refuse an object an update, upsert or delete row
+    names, with a message that becomes the row's error.
     """
     batch = Batch(
         serializer_class=serializer_class,
@@ -78,6 +81,7 @@ def run_batch(
         queryset=queryset,
         with_data=with_data,
         after_write=after_write,
+        check_target=check_target,
     )
     result = BatchResult(
         mode=mode, atomic=batch.atomic, dry_run=dry_run, keep_results=keep_results, on_row=on_row

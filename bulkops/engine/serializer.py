@@ -31,7 +31,7 @@ class _SurrogateCheck(ProhibitSurrogateCharactersValidator):
 SURROGATE_CHECK = _SurrogateCheck()
 
 
-def batch_serializer_class(serializer_class: type) -> type:
+def batch_serializer_class(serializer_class: type[Any]) -> type:
     """The project's serializer class with per-row bookkeeping done once per batch.
 
     DRF's ``_writable_fields`` is a generator over every field and

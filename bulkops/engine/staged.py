@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import json
 import math
 import uuid
@@ -112,29 +111,67 @@ class StagedChunk:
     # -- JSON ----------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """This chunk as data ``json.dumps`` takes as it is (and ``jsonb`` stores)."""
+        """This chunk as data ``json.dumps`` takes as it is (and ``jsonb`` stores).
+
+        ``{"format": 1, "start", "keys", "columns": {"values": [...], "source": [...]},
+        "rows": [[index, row, ref, action, pk, values, errors, source], ...]}``: a row's
+        ``values``/``source`` is a list, by ``columns``, when it has exactly the chunk's
+        usual keys (rows of one file or one request do), else a dict / the tagged value.
+        """
         if self.model is None:
             raise ValueError("This StagedChunk has no model; Batch.validate_chunk sets it.")
         codec = codec_for(self.model)
-        encode_values = codec.encode_values
+        value_names = next((tuple(r.values) for r in self.rows if r.values is not None), ())
+        source_names = next(
+            (tuple(r.source) for r in self.rows if tagged.is_plain_dict(r.source)), ()
+        )
+        value_keys = frozenset(value_names)
+        source_keys = frozenset(source_names)
+        encoders = codec.encoders(value_names)
+        encode = tagged.encode
+        search = tagged.UNSTORABLE.search
         encode_pk = codec.encode_pk
         out = []
         for row in self.rows:
-            values = row.values
-            pk = row.pk
+            values: Any = row.values
+            if values is not None:
+                if values.keys() == value_keys:
+                    values = [
+                        v if enc is None or v is None else enc(v)
+                        for v, enc in zip(
+                            map(values.__getitem__, value_names), encoders, strict=True
+                        )
+                    ]
+                else:
+                    values = codec.encode_values(values)
+            source: Any = row.source
+            if type(source) is dict and source.keys() == source_keys:
+                # Text JSON and jsonb both take, or nothing, as it is; the rest tagged.
+                source = [
+                    v if (type(v) is str and search(v) is None) or v is None else encode(v)
+                    for v in map(source.__getitem__, source_names)
+                ]
+            else:
+                source = tagged.encode_single(source)
             out.append(
                 [
                     row.index,
                     row.row,
-                    tagged.encode(row.ref),
+                    None if row.ref is None else encode(row.ref),
                     row.action,
-                    encode_pk(pk) if pk is not None else None,
-                    encode_values(values) if values is not None else None,
-                    tagged.encode(row.errors) if row.errors is not None else None,
-                    tagged.encode(row.source),
+                    None if row.pk is None else encode_pk(row.pk),
+                    values,
+                    None if row.errors is None else encode(row.errors),
+                    source,
                 ]
             )
-        return {"format": FORMAT, "start": self.start, "keys": self.keys, "rows": out}
+        return {
+            "format": FORMAT,
+            "start": self.start,
+            "keys": self.keys,
+            "columns": {"values": list(value_names), "source": list(source_names)},
+            "rows": out,
+        }
 
     @classmethod
     def from_json(
@@ -142,31 +179,50 @@ class StagedChunk:
     ) -> StagedChunk:
         """The chunk ``to_json`` wrote (as data, or as JSON text), values read back
         per field of ``model``."""
-        if isinstance(data, str | bytes):
-            data = json.loads(data)
-        if data.get("format") != FORMAT:
+        payload: Any = json.loads(data) if isinstance(data, str | bytes) else data
+        if payload.get("format") != FORMAT:
             raise ValueError(
-                f"Staged chunk format {data.get('format')!r} is not {FORMAT}; it was written "
+                f"Staged chunk format {payload.get('format')!r} is not {FORMAT}; it was written "
                 "by another version of bulkops: validate the rows again."
             )
         codec = codec_for(model)
+        columns = payload.get("columns") or {}
+        value_names = tuple(columns.get("values") or ())
+        source_names = tuple(columns.get("source") or ())
+        decoders = list(zip(value_names, codec.decoders(value_names), strict=True))
         decode = tagged.decode
-        decode_values = codec.decode_values
         decode_pk = codec.decode_pk
-        rows = [
-            StagedRow(
-                index,
-                row,
-                decode(ref),
-                action,
-                decode_pk(pk) if pk is not None else None,
-                decode_values(values) if values is not None else None,
-                decode(errors) if errors is not None else None,
-                decode(source),
+        json_plain = tagged.JSON_PLAIN
+        rows: list[StagedRow] = []
+        append = rows.append
+        for index, row, ref, action, pk, values, errors, source in payload["rows"]:
+            if type(values) is list:
+                values = {
+                    name: v if dec is None or v is None else dec(v)
+                    for (name, dec), v in zip(decoders, values, strict=True)
+                }
+            elif values is not None:
+                values = codec.decode_values(values)
+            if type(source) is list:
+                source = {
+                    name: v if type(v) in json_plain else decode(v)
+                    for name, v in zip(source_names, source, strict=True)
+                }
+            else:
+                source = decode(source)
+            append(
+                StagedRow(
+                    index,
+                    row,
+                    None if ref is None else decode(ref),
+                    action,
+                    None if pk is None else decode_pk(pk),
+                    values,
+                    None if errors is None else decode(errors),
+                    source,
+                )
             )
-            for index, row, ref, action, pk, values, errors, source in data["rows"]
-        ]
-        return cls(data["start"], rows, data.get("keys") or {}, model)
+        return cls(payload["start"], rows, payload.get("keys") or {}, model)
 
 
 # -- values per model field -----------------------------------------------------------------
@@ -238,30 +294,33 @@ class ModelCodec:
         self.pk_codec = _field_codec(model._meta.pk)  # type: ignore[arg-type]
 
     def encode_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        fields = self.fields
-        out = {}
-        for name, value in values.items():
-            codec = fields.get(name)
-            if codec is None:
-                out[name] = tagged.encode(value)
-            elif value is None or codec[0] is None:
-                out[name] = value
-            else:
-                out[name] = codec[0](value)
-        return out
+        return self._convert(values, 0, tagged.encode)
 
     def decode_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return self._convert(values, 1, tagged.decode)
+
+    def _convert(
+        self, values: Mapping[str, Any], side: int, otherwise: Callable[[Any], Any]
+    ) -> dict[str, Any]:
         fields = self.fields
         out = {}
         for name, value in values.items():
             codec = fields.get(name)
             if codec is None:
-                out[name] = tagged.decode(value)
-            elif value is None or codec[1] is None:
-                out[name] = value
-            else:
-                out[name] = codec[1](value)
+                out[name] = otherwise(value)
+                continue
+            convert = codec[side]
+            out[name] = value if value is None or convert is None else convert(value)
         return out
+
+    def encoders(self, names: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
+        """One encoder per name (``None``: the value is JSON as it is)."""
+        fields = self.fields
+        return [fields[n][0] if n in fields else tagged.encode for n in names]
+
+    def decoders(self, names: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
+        fields = self.fields
+        return [fields[n][1] if n in fields else tagged.decode for n in names]
 
     def encode_pk(self, pk: Any) -> Any:
         encode = self.pk_codec[0]
@@ -272,6 +331,11 @@ class ModelCodec:
         return decode(pk) if decode is not None else pk
 
 
-@functools.cache
+_CODECS: dict[type[models.Model], ModelCodec] = {}
+
+
 def codec_for(model: type[models.Model]) -> ModelCodec:
-    return ModelCodec(model)
+    codec = _CODECS.get(model)
+    if codec is None:
+        codec = _CODECS[model] = ModelCodec(model)
+    return codec

@@ -9,14 +9,30 @@ their chunks in the database, behind the same three calls.
 
 from __future__ import annotations
 
+import gc
 import json
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Protocol
 
 from django.db import models
 
 from .staged import StagedChunk
+
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """No garbage collection while a chunk is encoded or decoded: that makes thousands
+    of objects and no cycle, and a collection would walk every object the process
+    holds, every few hundred rows."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class ChunkStore(Protocol):
@@ -56,8 +72,10 @@ class JsonLinesStore:
             # Closed in close(); it lives across many appends and reads.
             self._file = tempfile.TemporaryFile(prefix="bulkops-")  # noqa: SIM115
         self._file.seek(0, 2)
-        # json.dumps writes ASCII (non-ASCII text as \u escapes): one line per chunk.
-        self._file.write(json.dumps(chunk.to_json(), separators=(",", ":")).encode("ascii"))
+        with _no_collection():
+            # json.dumps writes ASCII (non-ASCII text as \u escapes): one line per chunk.
+            line = json.dumps(chunk.to_json(), separators=(",", ":")).encode("ascii")
+        self._file.write(line)
         self._file.write(b"\n")
 
     def __iter__(self) -> Iterator[StagedChunk]:
@@ -73,7 +91,9 @@ class JsonLinesStore:
             if not line:
                 return
             position = file.tell()
-            yield from_json(json.loads(line), model=model)
+            with _no_collection():
+                chunk = from_json(json.loads(line), model=model)
+            yield chunk
 
     def close(self) -> None:
         if self._file is not None:

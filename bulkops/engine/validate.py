@@ -22,7 +22,7 @@ chunks may be validated in any order, by any worker.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -62,8 +62,10 @@ class ChunkValidator:
         natural_key: Sequence[str] = (),
         context: dict[str, Any] | None = None,
         queryset: Any = None,
+        check_target: Callable[[models.Model], str | None] | None = None,
     ) -> None:
         self.mode = mode
+        self.check_target = check_target
         self.natural_key = tuple(natural_key)
         meta = getattr(serializer_class, "Meta", None)
         self.model: type[models.Model] = getattr(meta, "model", None)  # type: ignore[assignment]
@@ -144,6 +146,8 @@ class ChunkValidator:
         keys: dict[str, list[list[Any]]] = {}
         if self.mode != CREATE:
             keys[TARGET] = self._find_targets(rows)
+            if self.check_target is not None:
+                self._check_targets(rows)
         if self.mode != DELETE:
             keys.update(self._validate_fields(rows))
         for row in rows:
@@ -206,11 +210,10 @@ class ChunkValidator:
             if row.action is None:
                 continue
             if row.instance is not None:
-                key = check.key_of(row.instance.__dict__.get)
+                state = row.instance.__dict__
+                key = check.key_of(state.get)
                 old = before.get(row.index)
-                writes = old is not None and key != check.key_of(
-                    lambda a, old=old, instance=row.instance: old.get(a, instance.__dict__.get(a))
-                )
+                writes = old is not None and key != check.key_of({**state, **old}.get)
             else:
                 key = check.key_of(row.values.get)  # type: ignore[union-attr]
                 writes = True
@@ -257,8 +260,8 @@ class ChunkValidator:
                         if values.get(n) in (None, ""):
                             add_error(row, n, "This field is required.")
                 else:
-                    named = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
-                    add_error(row, nfe, f"Each item must name its object by {named}.")
+                    naming = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
+                    add_error(row, nfe, f"Each item must name its object by {naming}.")
             except ValidationError as exc:
                 add_error(row, "id" if by_id else nk[0], plain_errors(exc.detail)[0])
             except (DjangoValidationError, TypeError, ValueError, OverflowError):
@@ -266,6 +269,7 @@ class ChunkValidator:
         queryset = self.queryset.select_related(*self.select_related)
         connection = connections[self.db]
         found_keys: list[list[Any]] = []
+        found: dict[Any, Any]
         if by_pk:
             found = {}
             for part in in_batches(list(by_pk), connection):
@@ -291,6 +295,17 @@ class ChunkValidator:
                 self._attach(named, obj, nk[0], missing, found_keys)
         found_keys.sort(key=lambda entry: entry[1])
         return found_keys
+
+    def _check_targets(self, rows: list[StagedRow]) -> None:
+        """Ask ``check_target`` about every object found (the REST door checks object
+        permissions there); its message refuses the row."""
+        nfe = non_field_key()
+        for row in rows:
+            if row.instance is not None and row.errors is None:
+                refusal = self.check_target(row.instance)  # type: ignore[misc]
+                if refusal is not None:
+                    add_error(row, nfe, refusal)
+                    row.action = None
 
     def _clean_key(self, model_field: Any, value: Any) -> Any:
         """A natural key value as the serializer would store it (DRF trims text)."""

@@ -60,12 +60,16 @@ def test_every_bulk_method_is_described(schema, resource):
             "401",
             "403",
             "409",
+            "411",
             "413",
+            "415",
             "422",
             "429",
+            "500",
         }
         assert "Limits: at most 1000 items" in operation["description"]
         assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"])
+        assert any(p["name"] == "Content-Encoding" for p in operation["parameters"])
         assert "Retry-After" in operation["responses"]["429"]["headers"]
 
 
