@@ -96,12 +96,25 @@ class PeakRss:
                     continue
 
 
-def start_workers(count: int, args: argparse.Namespace) -> list[subprocess.Popen]:
-    import django_rq
+def live_workers(queue) -> list:
+    """Workers of ``queue`` that sent a heartbeat lately (a killed one's record outlives it)."""
+    from datetime import UTC, datetime, timedelta
+
     from rq import Worker
 
+    recent = datetime.now(UTC) - timedelta(seconds=30)
+    return [
+        w
+        for w in Worker.all(queue=queue)
+        if w.last_heartbeat and w.last_heartbeat.replace(tzinfo=UTC) > recent
+    ]
+
+
+def start_workers(count: int, args: argparse.Namespace) -> list[subprocess.Popen]:
+    import django_rq
+
     queue = django_rq.get_queue("bulkops")
-    if Worker.all(queue=queue):
+    if live_workers(queue):
         raise SystemExit("Another worker serves the bulkops queue of this Redis; stop it first.")
     queue.empty()
     workers = [
@@ -114,7 +127,7 @@ def start_workers(count: int, args: argparse.Namespace) -> list[subprocess.Popen
         for _ in range(count)
     ]
     deadline = time.monotonic() + 60
-    while len(Worker.all(queue=queue)) < count:
+    while len(live_workers(queue)) < count:
         if time.monotonic() > deadline:
             raise SystemExit("The workers did not start within 60 s.")
         time.sleep(0.2)

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     # A task renews its lease on its chunk every HEARTBEAT_INTERVAL seconds; a lease older
     # than STALE_AFTER seconds is a dead worker's, and live workers look for those every
     # HEAL_INTERVAL seconds.
-    "HEARTBEAT_INTERVAL": 2,
+    "HEARTBEAT_INTERVAL": 1,
     "STALE_AFTER": 30,
     "HEAL_INTERVAL": 10,
     # Readers: bounds that keep a hostile file from taking unbounded memory.

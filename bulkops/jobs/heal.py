@@ -93,7 +93,7 @@ def heal_job(job: BulkJob, cutoff: Any) -> int:
             chunks = [t.chunk for t in tasks if t.chunk is not None]
             now = timezone.now()
             if chunks:
-                job.chunks.filter(index__in=chunks).update(heartbeat=now)
+                job.chunks.filter(index__in=chunks).update(heartbeat=now, claimed_by="")
             if len(chunks) < len(tasks):
                 BulkJob.objects.filter(pk=job.pk, lease=job.lease).update(lease="", heartbeat=now)
             dispatch(tasks, force=True)

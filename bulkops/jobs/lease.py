@@ -2,7 +2,8 @@
 
 A task claims its chunk with one committed ``UPDATE`` that sets ``claimed_by`` and
 ``heartbeat``; it succeeds only when the chunk is still in the state the task works on
-and nobody holds a live lease. While the task works, a thread renews the heartbeat every
+and nobody holds a live lease. Sending a chunk's task (again) frees its lease and
+stamps ``heartbeat``, so a task that waits long in the queue is not taken for dead. While the task works, a thread renews the heartbeat every
 ``HEARTBEAT_INTERVAL`` seconds through its own database connection. A lease not renewed
 for ``STALE_AFTER`` seconds belongs to a dead worker: healing sends the chunk again and
 the next task claims it.
@@ -134,14 +135,15 @@ class Heartbeat:
     def beat(self) -> None:
         now = timezone.now()
         if self.chunk is not None:
-            BulkChunk.objects.filter(pk=self.chunk.pk, claimed_by=self.holder).update(heartbeat=now)
-        fields: dict[str, Any] = {}
+            renewed = BulkChunk.objects.filter(pk=self.chunk.pk, claimed_by=self.holder).update(
+                heartbeat=now
+            )
+            if renewed:
+                # The job's progress is current as of now, even while chunks take long.
+                BulkJob.objects.filter(pk=self.chunk.job_id).update(progress_at=now)
         if self.job is not None:
-            fields = {"heartbeat": now}
+            fields: dict[str, Any] = {"heartbeat": now, "progress_at": now}
             if self.report is not None:
                 fields.update(self.report())
-            query = BulkJob.objects.filter(pk=self.job.pk)
-            if self.chunk is None:
-                query = query.filter(lease=self.holder)
-            query.update(**fields)
+            BulkJob.objects.filter(pk=self.job.pk, lease=self.holder).update(**fields)
         self.beats += 1

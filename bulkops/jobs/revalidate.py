@@ -73,7 +73,7 @@ def revalidate(job: BulkJob, edits: dict[Any, dict[str, Any]]) -> dict[int, Any]
             by_chunk.setdefault(chunk.pk, (chunk, {}))[1][position] = values
         batch = batch_for(job)
         for chunk, chunk_edits in by_chunk.values():
-            rows = []
+            rows: list[list[Any]] = []
             for values, row, ref, errors in codec.loads(chunk.source):
                 position = row if row is not None else len(rows) + chunk.start
                 if position in chunk_edits:

@@ -60,7 +60,7 @@ def _using() -> str:
 
 def _label(model: Any) -> str:
     if isinstance(model, type) and issubclass(model, models.Model):
-        return model._meta.label_lower
+        return str(getattr(model, "_meta").label_lower)  # noqa: B009
     return str(model)
 
 
@@ -224,7 +224,7 @@ def start_payload_job(
     serializer = ""
     if serializer_class is not None:
         serializer = _serializer_path(serializer_class)
-        label = _label(model or serializer_class.Meta.model)
+        label = _label(model or getattr(serializer_class, "Meta").model)  # noqa: B009
     else:
         label = _resolve_model(model).label
     atomic, chunk_size = _check_options(mode, atomic, chunk_size)
@@ -328,13 +328,17 @@ def retry_failed_chunks(*, job: BulkJob, user: Any) -> BulkJob:
     with transaction.atomic(using=_using()):
         job = _locked(job)
         failed = list(job.chunks.filter(state=BulkChunk.FAILED))
-        stuck_write = (
-            job.atomic == "all"
-            and job.stage == BulkJob.STAGE_WRITE
-            and job.status == BulkJob.FAILED
-            and job.chunks.filter(state=BulkChunk.VALIDATED).exists()
+        # A job-wide step that failed (reading, the duplicate check, an atomic=all write)
+        # is run again from where it stopped.
+        stuck = job.status == BulkJob.FAILED and (
+            job.stage in (BulkJob.STAGE_READ, BulkJob.STAGE_CHECK)
+            or (
+                job.stage == BulkJob.STAGE_WRITE
+                and job.atomic == "all"
+                and job.chunks.filter(state=BulkChunk.VALIDATED).exists()
+            )
         )
-        if job.status not in (BulkJob.FAILED, BulkJob.PARTIAL) or not (failed or stuck_write):
+        if job.status not in (BulkJob.FAILED, BulkJob.PARTIAL) or not (failed or stuck):
             reason = f" It failed because: {job.error}" if job.error else ""
             raise JobStateError(
                 f"This job has no failed chunks to retry (it is {job.status}).{reason}",
@@ -354,14 +358,13 @@ def retry_failed_chunks(*, job: BulkJob, user: Any) -> BulkJob:
             chunk.save(update_fields=["state", "failed_stage", "attempts", "error", "claimed_by"])
         if revalidating and job.stage not in (BulkJob.STAGE_READ, BulkJob.STAGE_VALIDATE):
             job.stage = BulkJob.STAGE_VALIDATE
-        elif not revalidating:
+        elif write_failed:
             job.stage = BulkJob.STAGE_WRITE
         job.chunks_failed = max(job.chunks_failed - write_failed, 0)
         job.status = BulkJob.QUEUED
         job.error = ""
         job.finished_at = None
         job.notified = False
-        job.options = {k: v for k, v in job.options.items() if k != "write_attempts"}
         job.save()
         _start(job)
     return job

@@ -189,6 +189,55 @@ def _payload_rows(items: list[Any]) -> Iterator[tuple]:
         yield item, None, ref, None
 
 
+# -- job-wide tasks --------------------------------------------------------------------
+
+
+def run_job_task(
+    job_id: Any,
+    stage: str,
+    work: Callable[[BulkJob], None],
+    report: Callable[[], dict[str, Any]] | None = None,
+) -> bool:
+    """Run the job-wide task of ``stage`` under the job's lease; True if it ran.
+
+    Transient database errors are tried again with backoff, ``CHUNK_RETRIES`` times; a
+    source that cannot be read, retries used up, or an unexpected error fail the job
+    with the reason (the unexpected error is raised again, for RQ's failed registry).
+    """
+    holder = new_holder()
+    job = claim_job(job_id, stage=stage, holder=holder)
+    if job is None:
+        return False
+    retries = bulkops_settings.CHUNK_RETRIES
+    try:
+        with Heartbeat(holder=holder, job=job, report=report):
+            for attempt in range(retries + 1):
+                try:
+                    work(job)
+                    return True
+                except TRANSIENT_ERRORS as exc:
+                    close_connection()
+                    if attempt == retries:
+                        fail_job(
+                            job.pk, f"{describe(exc)} (tried {attempt + 1} times). Retry the job."
+                        )
+                        return False
+                    time.sleep(backoff(attempt + 1))
+                    job.refresh_from_db()
+    except Superseded:
+        return False
+    except BulkOpsError as exc:
+        fail_job(job.pk, exc.message)
+        return False
+    except Exception as exc:
+        close_connection_if_broken()
+        fail_job(job.pk, f"The job stopped on an unexpected error: {describe(exc)}")
+        raise
+    finally:
+        release_job(job, holder)
+    return False
+
+
 # -- stage: read ---------------------------------------------------------------------
 
 
@@ -197,20 +246,7 @@ def read_source(job_id: Any) -> None:
 
     A reader that died is replaced by one that skips the rows already saved.
     """
-    holder = new_holder()
-    job = claim_job(job_id, stage=BulkJob.STAGE_READ, holder=holder)
-    if job is None:
-        return
-    try:
-        with Heartbeat(holder=holder, job=job):
-            _read(job)
-    except BulkOpsError as exc:
-        fail_job(job.pk, exc.message)
-    except TRANSIENT_ERRORS:
-        close_connection()
-        raise  # the lease goes stale; healing sends the task again
-    finally:
-        release_job(job, holder)
+    run_job_task(job_id, BulkJob.STAGE_READ, _read)
 
 
 def _read(job: BulkJob) -> None:
@@ -229,7 +265,7 @@ def _read(job: BulkJob) -> None:
             block = list(islice(rows, chunk_size))
             if not block:
                 break
-            if _cancelled(job.pk):
+            if not _still(job.pk, BulkJob.VALIDATING):
                 return
             first_row = block[0][1]
             with transaction.atomic(using=using()):
@@ -253,14 +289,17 @@ def _read(job: BulkJob) -> None:
             index += 1
             start += len(block)
     with transaction.atomic(using=using()):
-        BulkJob.objects.filter(pk=job.pk, stage=BulkJob.STAGE_READ).update(
+        moved = BulkJob.objects.filter(pk=job.pk, stage=BulkJob.STAGE_READ).update(
             stage=BulkJob.STAGE_VALIDATE, total_rows=start, progress_at=timezone.now()
         )
+        if moved:
+            BulkPayload.objects.filter(job=job).delete()  # the chunks hold the items now
     after_validation(job.pk)
 
 
-def _cancelled(job_id: Any) -> bool:
-    return BulkJob.objects.filter(pk=job_id, status=BulkJob.CANCELLED).exists()
+def _still(job_id: Any, status: str) -> bool:
+    """Is the job still ``status`` (not cancelled, not failed meanwhile)?"""
+    return BulkJob.objects.filter(pk=job_id, status=status).exists()
 
 
 # -- stage: validate -----------------------------------------------------------------
@@ -274,6 +313,8 @@ def validate_chunk(job_id: Any, index: int) -> None:
     job = BulkJob.objects.get(pk=job_id)
     if job.status != BulkJob.VALIDATING:
         release_chunk(chunk, holder)
+        return
+    if worn_out(chunk, holder, BulkJob.STAGE_VALIDATE):
         return
     with Heartbeat(holder=holder, chunk=chunk):
         try:
@@ -306,6 +347,7 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
             invalid=len(invalid),
             validated_at=now,
             claimed_by="",
+            attempts=0,  # attempts count per stage
             error="",
         )
         if not changed:
@@ -368,22 +410,15 @@ def after_validation(job_id: Any) -> None:
 
 
 def check_duplicates(job_id: Any) -> None:
-    holder = new_holder()
-    job = claim_job(job_id, stage=BulkJob.STAGE_CHECK, holder=holder)
-    if job is None:
-        return
-    try:
-        with Heartbeat(holder=holder, job=job):
-            from .duplicates import apply_duplicates
+    run_job_task(job_id, BulkJob.STAGE_CHECK, _check)
 
-            apply_duplicates(job, batch_for(job))
-            with transaction.atomic(using=using()):
-                validated(job)
-    except TRANSIENT_ERRORS:
-        close_connection()
-        raise
-    finally:
-        release_job(job, holder)
+
+def _check(job: BulkJob) -> None:
+    from .duplicates import apply_duplicates
+
+    apply_duplicates(job, batch_for(job))
+    with transaction.atomic(using=using()):
+        validated(job)
 
 
 def validated(job: BulkJob) -> None:
@@ -415,7 +450,7 @@ def write_tasks(job: BulkJob, *, chunks: list[int] | None = None) -> list[Task]:
         return [Task("write_all", str(job.pk), "write")]
     if chunks is None:
         chunks = list(job.chunks.filter(state=BulkChunk.VALIDATED).values_list("index", flat=True))
-    job.chunks.filter(index__in=chunks).update(heartbeat=timezone.now())
+    job.chunks.filter(index__in=chunks).update(heartbeat=timezone.now(), claimed_by="")
     return [Task("write_chunk", str(job.pk), "write", index) for index in chunks]
 
 
@@ -428,6 +463,8 @@ def write_chunk(job_id: Any, index: int) -> None:
     job = BulkJob.objects.get(pk=job_id)
     if job.status != BulkJob.RUNNING:
         release_chunk(chunk, holder)
+        return
+    if worn_out(chunk, holder, BulkJob.STAGE_WRITE):
         return
     with Heartbeat(holder=holder, chunk=chunk):
         try:
@@ -464,9 +501,15 @@ def _write(job: BulkJob, chunk: BulkChunk) -> None:
 
 
 def record_written(
-    job: BulkJob, chunk: BulkChunk, results: list[RowResult], staged: Any = None
+    job: BulkJob,
+    chunk: BulkChunk,
+    results: list[RowResult],
+    staged: Any = None,
+    *,
+    totals: dict[str, int] | None = None,
 ) -> None:
-    """Mark the chunk done with its outcome, inside the transaction that wrote it.
+    """Mark the chunk done with its outcome, inside the transaction that wrote it, and
+    add its counts to the job's (or to ``totals``, for the caller to add at the end).
 
     Rows the database refused at write time become ``BulkRowError``s too; their values
     come from ``staged`` (else the chunk's staged rows are read again).
@@ -507,15 +550,25 @@ def record_written(
     )
     if not changed:
         raise Superseded
+    written = {
+        "rows_written": len(results),
+        "created": counts[CREATED],
+        "updated": counts[UPDATED],
+        "deleted": counts[DELETED],
+        "errors": counts[ERROR],
+        "rolled_back": counts[ROLLED_BACK],
+        "chunks_done": 1,
+    }
+    if totals is not None:
+        for name, value in written.items():
+            totals[name] = totals.get(name, 0) + value
+        return
+    add_to_job(job, written)
+
+
+def add_to_job(job: BulkJob, counts: dict[str, int]) -> None:
     BulkJob.objects.filter(pk=job.pk).update(
-        rows_written=F("rows_written") + len(results),
-        created=F("created") + counts[CREATED],
-        updated=F("updated") + counts[UPDATED],
-        deleted=F("deleted") + counts[DELETED],
-        errors=F("errors") + counts[ERROR],
-        rolled_back=F("rolled_back") + counts[ROLLED_BACK],
-        chunks_done=F("chunks_done") + 1,
-        progress_at=now,
+        progress_at=timezone.now(), **{name: F(name) + value for name, value in counts.items()}
     )
 
 
@@ -546,37 +599,13 @@ def outcome_of(chunk: BulkChunk, results: list[RowResult]) -> dict[str, Any]:
 
 def write_all(job_id: Any) -> None:
     """Write every chunk in one transaction (atomic=all)."""
-    holder = new_holder()
-    job = claim_job(job_id, stage=BulkJob.STAGE_WRITE, holder=holder)
-    if job is None:
-        return
-    if job.status != BulkJob.RUNNING:
-        release_job(job, holder)
-        return
     progress = {"rows": 0}
 
     def report() -> dict[str, Any]:
-        return {"rows_written": progress["rows"], "progress_at": timezone.now()}
+        return {"rows_written": progress["rows"]}
 
-    try:
-        with Heartbeat(holder=holder, job=job, report=report):
-            _write_all(job, progress)
-    except Superseded:
-        return
-    except TRANSIENT_ERRORS as exc:
-        close_connection()
-        attempts = job.options.get("write_attempts", 0) + 1
-        if attempts > bulkops_settings.CHUNK_RETRIES:
-            fail_job(job.pk, f"Writing failed {attempts} times; last: {describe(exc)}")
-            return
-        BulkJob.objects.filter(pk=job.pk).update(
-            options={**job.options, "write_attempts": attempts}
-        )
-        time.sleep(backoff(attempts))
-        raise
-    finally:
-        release_job(job, holder)
-    finish_if_written(job.pk)
+    if run_job_task(job_id, BulkJob.STAGE_WRITE, lambda job: _write_all(job, progress), report):
+        finish_if_written(job_id)
 
 
 def _write_all(job: BulkJob, progress: dict[str, int]) -> None:
@@ -595,9 +624,18 @@ def _write_all(job: BulkJob, progress: dict[str, int]) -> None:
     def on_progress(stage: str, done: int) -> None:
         progress["rows"] = done
 
+    # The job's row is updated once, with the last chunk: the heartbeat thread reports
+    # the progress on it meanwhile, through its own connection, and must not wait.
+    totals: dict[str, int] = {}
+    last = chunks[-1].index if chunks else None
+
     def mark(results: list[RowResult]) -> None:
         chunk = by_index[results[0].index // job.chunk_size]  # every chunk but the last is full
-        record_written(job, chunk, results)
+        if chunk.index == 0:
+            totals.clear()  # a new transaction: the rolled-back one's counts are gone
+        record_written(job, chunk, results, totals=totals)
+        if chunk.index == last:
+            add_to_job(job, totals)
 
     results = batch.write_all(staged_chunks(), in_transaction=mark, on_progress=on_progress)
     close = getattr(results, "close", None)
@@ -763,7 +801,7 @@ def resume_stage(job: BulkJob, *, force: bool = False) -> None:
         dispatch([Task("read_source", str(job.pk), "read")], force=force)
     elif job.stage == BulkJob.STAGE_VALIDATE:
         pending = list(job.chunks.filter(state=BulkChunk.NEW).values_list("index", flat=True))
-        job.chunks.filter(index__in=pending).update(heartbeat=timezone.now())
+        job.chunks.filter(index__in=pending).update(heartbeat=timezone.now(), claimed_by="")
         dispatch([Task("validate_chunk", str(job.pk), "validate", i) for i in pending], force=force)
         transaction.on_commit(lambda: after_validation(job.pk), using=using())
     elif job.stage == BulkJob.STAGE_CHECK:
@@ -774,6 +812,23 @@ def resume_stage(job: BulkJob, *, force: bool = False) -> None:
 
 
 # -- retries ---------------------------------------------------------------------------
+
+
+def worn_out(chunk: BulkChunk, holder: str, stage: str) -> bool:
+    """Fail a chunk whose workers keep dying on it (a row that exhausts memory, say)
+    rather than hand it to worker after worker."""
+    tries = bulkops_settings.CHUNK_RETRIES + 1
+    if chunk.attempts <= tries:
+        return False
+    last = f" The last error was: {chunk.error}" if chunk.error else ""
+    fail_chunk(
+        chunk,
+        holder,
+        stage=stage,
+        reason=f"It was started {chunk.attempts - 1} times and never finished "
+        f"(its worker was killed or ran out of memory).{last}",
+    )
+    return True
 
 
 def backoff(attempt: int) -> float:

@@ -39,6 +39,11 @@ class BulkWorker(Worker):
             kwargs.setdefault("job_monitoring_interval", max(1, int(self.heal_interval)))
         super().__init__(*args, **kwargs)
         self.last_healed = 0.0
+        self.stopping = False  # a stop was asked for (SIGTERM, SIGINT)
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.stopping = True
+        super().request_stop(signum, frame)
 
     @property
     def heal_interval(self) -> float:
@@ -66,21 +71,18 @@ class BulkWorker(Worker):
             super().run_maintenance_tasks()
         self.heal_jobs()
 
-    def work(self, burst: bool = False, **kwargs: Any) -> bool:
+    def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop; started again (after Redis answers) when it ended on its own."""
+        burst = kwargs.get("burst", args[0] if args else False)
         worked = False
         wait = 1.0
         while True:
             try:
-                worked = super().work(burst, **kwargs) or worked
+                worked = super().work(*args, **kwargs) or worked
             except redis.exceptions.RedisError as exc:
                 self.log.warning("Worker %s: lost Redis (%s)", self.name, exc)
-            if (
-                burst
-                or self._stop_requested
-                or kwargs.get("max_jobs")
-                or kwargs.get("max_idle_time")
-            ):
+            limited = kwargs.get("max_jobs") or kwargs.get("max_idle_time")
+            if burst or limited or self.stopping or self._stop_requested:
                 return worked
             self.log.warning("Worker %s: the work loop ended; starting it again", self.name)
             with contextlib.suppress(Exception):
@@ -88,7 +90,7 @@ class BulkWorker(Worker):
             wait = self._wait_for_redis(wait)
 
     def _wait_for_redis(self, wait: float) -> float:
-        while not self._stop_requested:
+        while not self.stopping:
             try:
                 self.connection.ping()
                 self.connection.delete(self.key)  # our own record, if it outlived the loop

@@ -26,12 +26,15 @@ def test_dates_times_and_decimals_come_back_as_such():
 @pytest.mark.parametrize(
     "value",
     [
-        {"__bulkops_type__": "date", "v": "2024-05-01"},
-        [{"a": {"__bulkops_type__": "dict", "v": []}}, datetime.date(2024, 1, 1)],
+        {"$date": "2024-05-01"},
+        [{"a": {"$dict": []}}, datetime.date(2024, 1, 1)],
+        ["nul \x00 and a lone surrogate \ud800"],
     ],
 )
-def test_a_users_marker_key_stays_data(value):
-    assert codec.loads(codec.dumps(value)) == value
+def test_what_looks_like_a_tag_or_cannot_be_stored_stays_data(value):
+    text = codec.dumps(value)
+    assert "\x00" not in text
+    assert codec.loads(text) == value
 
 
 def test_plain_json_is_plain():

@@ -18,7 +18,7 @@ from bulkops.engine import run_batch
 from bulkops.engine.readers import open_rows
 from bulkops.exceptions import UnreadableFile
 from bulkops.jobs import services
-from bulkops.jobs.models import BulkChunk, BulkJob
+from bulkops.jobs.models import BulkChunk, BulkJob, BulkPayload
 from bulkops.jobs.signals import job_finished
 from project.catalog.models import Order, Product
 from project.catalog.serializers import ProductSerializer
@@ -144,6 +144,7 @@ def test_a_payload_job_writes_every_item_once_with_its_ref(ann):
 
     assert (job.status, job.created, job.total_rows) == (BulkJob.COMPLETED, 25, 25)
     assert Order.objects.count() == 25
+    assert not BulkPayload.objects.filter(job=job).exists()  # read into chunks, then gone
     results = list(services.job_results(job))
     assert results[3].ref == "third"
     assert sorted(r.id for r in results) == sorted(Order.objects.values_list("pk", flat=True))
@@ -276,3 +277,17 @@ def test_orders_file_with_row_numbers(tmp_path, ann, media_root):
     error = job.row_errors.get()
     assert error.row == 12
     assert error.errors == {"customer": ["Object with email=nobody@example.com does not exist."]}
+
+
+def test_nul_characters_in_items_are_reported_not_crashed_on(ann):
+    items = [
+        {"email": "a@example.com", "name": "A\x00B", "country": "DE"},
+        {"email": "b@example.com", "name": "B", "country": "DE"},
+    ]
+    job = finished(
+        services.start_payload_job(user=ann, model="catalog.customer", items=items, mode="create")
+    )
+    assert (job.status, job.created, job.errors) == (BulkJob.PARTIAL, 1, 1)
+    error = job.row_errors.get()
+    assert error.values == {"email": "a@example.com", "name": "A\ufffdB", "country": "DE"}
+    assert "name" in error.errors

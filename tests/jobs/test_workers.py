@@ -285,17 +285,19 @@ def test_progress_is_visible_while_atomic_all_writes(tmp_path, ann, start_worker
             user=ann, model="catalog.product", file=ContentFile(path.read_bytes(), name="p.csv"),
             mode="create", atomic="all", chunk_size=500,
         )  # fmt: skip
-        wait_for(
-            lambda: BulkJob.objects.get(pk=job.pk).progress["processed"] >= 3000,
-            timeout=60,
-            what="progress from inside the transaction",
+        progress = wait_for(
+            lambda: _written_so_far(job, 3000), timeout=60, what="progress inside the transaction"
         )
-        progress = BulkJob.objects.get(pk=job.pk).progress
-        assert progress["stage"] == "write" and progress["percent"] >= 75.0
+        assert progress["percent"] >= 75.0
         assert Product.objects.count() == 0  # nothing committed yet
         blocker.rollback()
     job = wait_job(job.pk, timeout=60)
     assert (job.status, Product.objects.count()) == (BulkJob.COMPLETED, 4000)
+
+
+def _written_so_far(job, rows):
+    progress = BulkJob.objects.get(pk=job.pk).progress
+    return progress if progress["stage"] == "write" and progress["processed"] >= rows else None
 
 
 def test_cancel_stops_after_the_chunks_in_flight(tmp_path, ann, start_worker):
@@ -350,3 +352,14 @@ def test_workers_read_the_source_from_storage_anywhere(tmp_path, ann, start_work
     other_tmp.mkdir()
     start_worker(cwd=elsewhere, env={"TMPDIR": str(other_tmp)})
     assert_written_once(job, 1500)
+
+
+def test_a_worker_stops_on_sigterm(start_worker, rq_queue):
+    worker = start_worker()
+    wait_for(
+        lambda: [w for w in RQWorker.all(queue=get_queue()) if w.get_state() == "idle"],
+        timeout=30,
+        what="the worker waiting for tasks",
+    )
+    assert worker.stop(timeout=20) == 0, worker.output()
+    assert "starting it again" not in worker.output()
