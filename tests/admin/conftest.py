@@ -56,13 +56,6 @@ needs_column_map = pytest.mark.xfail(
     strict=True,
 )
 
-# On SQLite the live server's request threads share the test's in-memory connection, and
-# Django's socketserver thread then fails to close it ("DatabaseWrapper objects created
-# in a thread can only be used in that same thread") after each response; harmless noise.
-SQLITE_LIVE_SERVER_NOISE = pytest.mark.filterwarnings(
-    "ignore:Exception in thread [\\s\\S]*DatabaseWrapper objects created in a thread"
-    ":pytest.PytestUnhandledThreadExceptionWarning"
-)
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 PASSWORD = "correct horse battery staple"

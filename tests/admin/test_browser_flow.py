@@ -16,7 +16,6 @@ from playwright.sync_api import expect
 from bulkops.jobs.models import BulkJob
 from project.catalog.models import Product
 from tests.admin.conftest import (
-    SQLITE_LIVE_SERVER_NOISE,
     log_in,
     make_staff,
     needs_column_map,
@@ -28,7 +27,6 @@ from tests.factories import CategoryFactory, ProductFactory
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
-    SQLITE_LIVE_SERVER_NOISE,
 ]
 
 HEADERS = ["sku", "name", "category", "Unit cost", "quantity"]

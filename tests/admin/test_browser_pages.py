@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.admin.conftest import SQLITE_LIVE_SERVER_NOISE, csv_bytes, log_in, make_staff
+from tests.admin.conftest import csv_bytes, log_in, make_staff
 from tests.factories import CategoryFactory
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
-    SQLITE_LIVE_SERVER_NOISE,
 ]
 
 
