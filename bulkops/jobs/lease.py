@@ -3,8 +3,9 @@
 A task claims its chunk with one committed ``UPDATE`` that sets ``claimed_by`` and
 ``heartbeat``; it succeeds only when the chunk is still in the state the task works on
 and nobody holds a live lease. Sending a chunk's task (again) frees its lease and
-stamps ``heartbeat``, so a task that waits long in the queue is not taken for dead. While the task works, a thread renews the heartbeat every
-``HEARTBEAT_INTERVAL`` seconds through its own database connection. A lease not renewed
+stamps ``heartbeat``, so a task that waits long in the queue is not taken for dead.
+While the task works, a thread renews the heartbeat every ``HEARTBEAT_INTERVAL``
+seconds through its own database connection. A lease not renewed
 for ``STALE_AFTER`` seconds belongs to a dead worker: healing sends the chunk again and
 the next task claims it.
 

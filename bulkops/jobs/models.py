@@ -104,7 +104,7 @@ class BulkJob(models.Model):
     options = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Anything else the stages need: serializer context, the file's columns.",
+        help_text="What else the stages need: serializer context, the columns.",
     )
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
 
@@ -230,7 +230,7 @@ class BulkChunk(models.Model):
     outcome = models.JSONField(
         null=True,
         blank=True,
-        help_text="Once written: one status letter per row, the ids, row numbers and refs.",
+        help_text="Once written: a status letter per row, ids, row numbers, refs.",
     )
 
     invalid = models.PositiveIntegerField(default=0)

@@ -4,6 +4,7 @@ import pytest
 from django.utils import timezone
 
 from bulkops.jobs.heal import heal
+from bulkops.jobs.lease import claim_chunk
 from bulkops.jobs.models import BulkChunk, BulkJob
 from bulkops.jobs.queue import get_queue, task_id
 from tests.jobs.factories import make_job
@@ -42,3 +43,15 @@ def test_finished_and_waiting_jobs_are_left_alone(rq_queue):
     make_job(chunks=2, status=BulkJob.VALIDATED, stage=BulkJob.STAGE_CONFIRM)
     assert heal()["tasks"] == 0
     assert get_queue().job_ids == []
+
+
+def test_a_dead_workers_lease_is_freed_when_its_chunk_is_sent_again(rq_queue):
+    job = make_job(chunks=1, status=BulkJob.RUNNING, stage=BulkJob.STAGE_WRITE)
+    stale = timezone.now() - timezone.timedelta(hours=1)
+    BulkChunk.objects.filter(job=job).update(
+        state=BulkChunk.VALIDATED, claimed_by="dead:1:x", heartbeat=stale
+    )
+    heal()
+    chunk = job.chunks.get()
+    assert chunk.claimed_by == "" and chunk.heartbeat > stale
+    assert claim_chunk(job.pk, 0, state=BulkChunk.VALIDATED, holder="next") is not None
