@@ -8,9 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        # The two 0002 migrations of this wave (jobs; item idempotency) meet here.
-        ("bulkops", "0002_item_idempotency_fingerprint"),
-        ("bulkops", "0002_jobs"),
+        ("bulkops", "0003_jobs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
