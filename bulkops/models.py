@@ -82,3 +82,7 @@ class ItemIdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource} {self.key} ({self.state})"
+
+
+# Models of the admin import (remembered column mappings) live beside its views.
+from bulkops.admin.models import ColumnMapping  # noqa: E402, F401

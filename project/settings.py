@@ -84,6 +84,8 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "ASYNC": not RQ_SYNC},
     "bulkops": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "ASYNC": not RQ_SYNC},
 }
+# django-rq's dashboard in the admin ("Queues"), linked from /admin/bulkops/bulkjob/.
+RQ_SHOW_ADMIN_LINK = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
