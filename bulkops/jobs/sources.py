@@ -17,8 +17,8 @@ from typing import Any
 from django.core.files.storage import storages
 
 from bulkops.conf import bulkops_settings
-from bulkops.engine.readers.headers import FieldIndex, normalise_header
-from bulkops.exceptions import BulkOpsError, InvalidOptions
+from bulkops.engine.readers.headers import FieldIndex
+from bulkops.exceptions import BulkOpsError
 
 from .batches import bulk_model_for, context_for, is_file_job, serializer_class_for
 from .models import BulkJob, BulkPayload
@@ -54,16 +54,10 @@ def open_source(job: BulkJob) -> Iterator[tuple[Iterator[tuple], dict[str, Any]]
         serializer = serializer_class_for(job)(context=context_for(job))
         natural_key = None if job.serializer else (bulk_model_for(job).natural_key or None)
         filename = job.filename or job.file_name
-        if job.column_map:
-            source = open_mapped_rows(
-                fileobj, filename, serializer, job.column_map,
-                mode=job.mode, natural_key=natural_key, sheet=job.sheet or None,
-            )  # fmt: skip
-        else:
-            source = open_rows(
-                fileobj, filename, serializer=serializer, mode=job.mode,
-                natural_key=natural_key, sheet=job.sheet or None,
-            )  # fmt: skip
+        source = open_rows(
+            fileobj, filename, serializer=serializer, mode=job.mode, natural_key=natural_key,
+            sheet=job.sheet or None, column_map=job.column_map or None,
+        )  # fmt: skip
         with source:
             info = {
                 "format": source.format,
@@ -85,65 +79,7 @@ def _payload_rows(items: list[Any]) -> Iterator[tuple]:
         yield item, None, ref, None
 
 
-class MappedFieldIndex(FieldIndex):
-    """The reader's header matching, with the columns of ``column_map`` mapped as given:
-    ``{header: field name}``, or ``{header: None}`` to ignore the column. Headers
-    compare as the reader compares them (case and spacing ignored); headers the map
-    leaves out are matched as usual."""
-
-    def __init__(self, serializer: Any, column_map: Mapping[str, str | None]) -> None:
-        super().__init__(serializer)
-        self.mapped = {normalise_header(header): name for header, name in column_map.items()}
-
-    def match(self, header: str) -> str | None:
-        key = normalise_header(header)
-        if key in self.mapped:
-            name = self.mapped[key]
-            return name if name in self.fields else None
-        return super().match(header)
-
-
-def open_mapped_rows(
-    fileobj: Any,
-    filename: str,
-    serializer: Any,
-    column_map: Mapping[str, str | None],
-    *,
-    mode: str,
-    natural_key: Any,
-    sheet: str | None,
-) -> Any:
-    """``open_rows`` with ``column_map`` applied (see ``MappedFieldIndex``)."""
-    # open_rows builds its own FieldIndex; the format readers it calls take one.
-    from bulkops.engine import natural_key_of, readers
-    from bulkops.engine.options import check_mode
-    from bulkops.engine.readers.files import check_upload_size, file_size
-
-    check_mode(mode)
-    fmt = readers.resolve_format(filename, None)
-    on_close: list[Any] = []
-    try:
-        check_upload_size(file_size(fileobj))
-        index = MappedFieldIndex(serializer, column_map)
-        key = natural_key_of(serializer, natural_key)
-        if fmt in readers.WORKBOOK_FORMATS:
-            return readers._open_workbook(fileobj, fmt, index, mode, key, sheet, on_close)
-        if fmt == "json":
-            return readers._open_json(fileobj, index, on_close)
-        return readers._open_text_table(fileobj, fmt, index, mode, key, on_close)
-    except BaseException:
-        for close in reversed(on_close):
-            close()
-        raise
-
-
 def check_column_map(serializer: Any, column_map: Mapping[str, str | None]) -> None:
-    """Refuse a map naming a field the file cannot fill, with the fields it may name."""
-    index = FieldIndex(serializer)
-    wrong = sorted({name for name in column_map.values() if name and name not in index.fields})
-    if wrong:
-        raise InvalidOptions(
-            f"The column map names {', '.join(repr(n) for n in wrong)}, which no column can "
-            f"fill; the fields are: {', '.join(sorted(index.fields))}.",
-            fields=sorted(index.fields),
-        )
+    """Refuse a map naming a field the file cannot fill, with the fields it may name
+    (``InvalidOptions``, raised by the reader's own header index)."""
+    FieldIndex(serializer, column_map)

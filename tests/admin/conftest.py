@@ -10,7 +10,6 @@ printed at the end of the run.
 
 from __future__ import annotations
 
-import inspect
 import io
 import os
 import shutil
@@ -22,7 +21,6 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 
-from bulkops.engine.readers import open_rows
 
 # The jobs' own harness: a queue of the test's own, real `rqworker` processes
 # (PostgreSQL), or jobs run in-process (SQLite).
@@ -45,17 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# A mapped column reaches the job's reader as open_rows(column_map=...), which the
-# engine does not take yet (the admin's report asks for it). Tests that need it run as
-# soon as it does; until then they are expected to fail and are not run.
-ENGINE_MAPS_COLUMNS = "column_map" in inspect.signature(open_rows).parameters
-needs_column_map = pytest.mark.xfail(
-    not ENGINE_MAPS_COLUMNS,
-    reason="the engine's open_rows() has no column_map parameter yet",
-    run=False,
-    strict=True,
-)
-
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 PASSWORD = "correct horse battery staple"

@@ -18,7 +18,6 @@ from project.catalog.models import Product
 from tests.admin.conftest import (
     log_in,
     make_staff,
-    needs_column_map,
     xlsx_bytes,
 )
 from tests.admin.files import bad_file
@@ -72,7 +71,7 @@ def wait_for_preview(page):
 @pytest.mark.parametrize(
     "price_header",
     [
-        pytest.param("Unit cost", marks=needs_column_map, id="mapped"),
+        pytest.param("Unit cost", id="mapped"),
         pytest.param("price", id="matched"),
     ],
 )

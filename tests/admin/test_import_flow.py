@@ -17,7 +17,7 @@ from django.test import Client
 from bulkops.admin.jobs import VALIDATING
 from bulkops.jobs.models import BulkJob
 from project.catalog.models import Product
-from tests.admin.conftest import make_staff, needs_column_map, xlsx_bytes
+from tests.admin.conftest import make_staff, xlsx_bytes
 from tests.factories import CategoryFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -128,7 +128,6 @@ def test_fix_in_place_then_confirm_writes_exactly_the_validated_rows(clerk_clien
     assert Product.objects.count() == 3
 
 
-@needs_column_map
 def test_a_confirmed_mapping_reaches_the_job(clerk_client, in_process):
     from bulkops.admin.models import ColumnMapping
 
