@@ -21,7 +21,6 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 
-
 # The jobs' own harness: a queue of the test's own, real `rqworker` processes
 # (PostgreSQL), or jobs run in-process (SQLite).
 from tests.jobs.conftest import (  # noqa: F401
