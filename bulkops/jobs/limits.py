@@ -42,7 +42,15 @@ def can_queue(user: Any) -> bool:
     return queued_count(user) < limit
 
 
-def check_can_queue(user: Any) -> None:
+def check_can_queue(user: Any, *, lock: bool = False) -> None:
+    """Raise ``TooManyJobs`` when ``user`` has ``MAX_QUEUED_JOBS_PER_USER`` jobs waiting.
+
+    ``lock=True`` (inside the transaction that creates the job) locks the user's row
+    first, so two requests racing for the last place cannot both pass.
+    """
+    if lock and getattr(user, "pk", None) is not None:
+        user_model = get_user_model()
+        list(user_model._default_manager.select_for_update().filter(pk=user.pk).values("pk"))
     if not can_queue(user):
         limit = bulkops_settings.MAX_QUEUED_JOBS_PER_USER
         raise TooManyJobs(

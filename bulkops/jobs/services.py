@@ -150,6 +150,7 @@ def start_file_job(
     name = storage.save(f"bulkops/jobs/{job_id}/{get_valid_filename(filename)}", file)
     try:
         with transaction.atomic(using=_using()):
+            check_can_queue(user, lock=True)
             job = BulkJob.objects.create(
                 id=job_id,
                 user=user if getattr(user, "pk", None) else None,
@@ -246,6 +247,7 @@ def start_payload_job(
     check_can_queue(owner)
     try:
         with transaction.atomic(using=_using()):
+            check_can_queue(owner, lock=True)
             job = BulkJob.objects.create(
                 user=owner,
                 source=source,

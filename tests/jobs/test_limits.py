@@ -1,7 +1,10 @@
 """At most MAX_RUNNING_JOBS_PER_USER jobs of a user run; the others wait queued."""
 
+import threading
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from bulkops.jobs import services
 from bulkops.jobs.limits import TooManyJobs, check_can_queue, start_queued_jobs
@@ -57,3 +60,34 @@ def test_too_many_queued_jobs_are_refused_with_retry_after(ann, settings):
         check_can_queue(ann)
     assert caught.value.extra["retry_after"] > 0
     assert "2 jobs waiting" in caught.value.message
+
+
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs concurrent writers (PostgreSQL)"
+)
+def test_requests_racing_for_the_last_queue_place_get_one_job(rq_queue, ann, settings):
+    # One job runs (the user's only slot), so new jobs wait queued; one place is left.
+    settings.BULKOPS = {"MAX_RUNNING_JOBS_PER_USER": 1, "MAX_QUEUED_JOBS_PER_USER": 1}
+    make_job(user=ann, status=BulkJob.RUNNING, stage=BulkJob.STAGE_WRITE)
+    barrier = threading.Barrier(4)
+    outcomes = []
+
+    def start():
+        try:
+            barrier.wait(timeout=10)
+            services.start_payload_job(
+                user=ann, model="catalog.category", items=[{"name": "x"}], mode="create"
+            )
+            outcomes.append("started")
+        except TooManyJobs:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["refused", "refused", "refused", "started"]
+    assert BulkJob.objects.filter(user=ann, status=BulkJob.QUEUED).count() == 1
