@@ -62,9 +62,7 @@ def test_too_many_queued_jobs_are_refused_with_retry_after(ann, settings):
     assert "2 jobs waiting" in caught.value.message
 
 
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs concurrent writers (PostgreSQL)"
-)
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="needs concurrent writers (PostgreSQL)")
 def test_requests_racing_for_the_last_queue_place_get_one_job(rq_queue, ann, settings):
     # One job runs (the user's only slot), so new jobs wait queued; one place is left.
     settings.BULKOPS = {"MAX_RUNNING_JOBS_PER_USER": 1, "MAX_QUEUED_JOBS_PER_USER": 1}
