@@ -12,3 +12,5 @@ class BulkOpsConfig(AppConfig):
 
         # Each app's bulk.py registers its bulk-enabled models (see bulkops.registry).
         autodiscover_modules("bulk")
+        # The job-finished e-mail, BULKOPS["JOB_FINISHED"] and their system check.
+        from .jobs import notify  # noqa: F401

@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ITEMS": 1000,
     "MAX_BYTES": 5 * MiB,
     "MAX_ASYNC_ITEMS": 100_000,
+    # Bytes of an asynchronous bulk request (a job): 100,000 items of ~330 bytes.
+    "MAX_ASYNC_BYTES": 32 * MiB,
     "ASYNC_THRESHOLD": 1000,
     "DEFAULT_ATOMIC": "none",
     "CHUNK_SIZE": 1000,
@@ -29,6 +31,21 @@ DEFAULTS: dict[str, Any] = {
     # its own thread on its own database connection; 1 = one after another.
     "BATCH_CONCURRENCY": 4,
     "THROTTLE_ITEMS": None,
+    # Jobs (bulkops.jobs).
+    "STORAGE": "default",  # a STORAGES alias: uploads and payloads any worker can read
+    "CHUNK_RETRIES": 3,  # retries of a chunk after a transient database error
+    "MAX_RUNNING_JOBS_PER_USER": 2,
+    "MAX_QUEUED_JOBS_PER_USER": 20,
+    "JOB_FINISHED": None,  # dotted path of a callable(job) run when a job ends
+    # The site's address, for the links in job e-mails ("https://bulk.example.com");
+    # None: the links are paths.
+    "SITE_URL": None,
+    # A task renews its lease on its chunk every HEARTBEAT_INTERVAL seconds; a lease older
+    # than STALE_AFTER seconds is a dead worker's, and live workers look for those every
+    # HEAL_INTERVAL seconds.
+    "HEARTBEAT_INTERVAL": 1,
+    "STALE_AFTER": 30,
+    "HEAL_INTERVAL": 10,
     # Readers: bounds that keep a hostile file from taking unbounded memory.
     "MAX_COLUMNS": 1000,
     "MAX_CELL_CHARS": 1 * MiB,

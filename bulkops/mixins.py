@@ -37,9 +37,10 @@ from rest_framework.views import set_rollback
 from .compat import django_request
 from .engine import SourceRow, run_batch
 from .engine.lookups import guard_related_fields
-from .envelope import BulkOptions, Envelope, InvalidEnvelope, check_media_type, read_envelope
+from .envelope import BulkOptions, Envelope, InvalidEnvelope, check_media_type
 from .exceptions import BulkOpsError
 from .idempotency import ItemKeys, idempotent_response
+from .jobs.bulkasync import AsyncBulkMixin
 from .openapi import BulkAutoSchema
 from .registry import natural_key_for
 from .results import ERROR, BatchResult, RowResult
@@ -85,7 +86,7 @@ class BulkMetadata(SimpleMetadata):
         return actions
 
 
-class BulkMixin:
+class BulkMixin(AsyncBulkMixin):
     """The ``bulk`` route and what the bulk actions share: the envelope, idempotency,
     the item throttle, the permissions and the error responses.
 
@@ -225,11 +226,7 @@ class BulkMixin:
         envelope = getattr(self, "_bulk_envelope", None)
         if envelope is None:
             check_media_type(self.request)  # type: ignore[attr-defined]
-            envelope = read_envelope(
-                django_request(self.request),  # type: ignore[attr-defined]
-                mode=self.get_bulk_mode() or "create",
-                default_atomic=self.bulk_default_atomic,
-            )
+            envelope = self.read_bulk_envelope()  # sync or async limits (bulkops.jobs)
             self._bulk_envelope = envelope
         return envelope
 
@@ -330,6 +327,8 @@ class BulkMixin:
         are reported ``replayed``. A repeated ``Idempotency-Key`` replays the response.
         """
         envelope = self.get_bulk_envelope()
+        if self.bulk_runs_async():
+            return self.bulk_async_response(envelope)  # 202 and a job (bulkops.jobs)
         request = self.request  # type: ignore[attr-defined]
 
         def run() -> Response:

@@ -1,8 +1,20 @@
-"""What bulkops keeps in the database: idempotency records (see ``bulkops.idempotency``)."""
+"""What bulkops keeps in the database: idempotency records (see ``bulkops.idempotency``)
+and jobs (``bulkops.jobs.models``)."""
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from bulkops.jobs.models import BulkChunk, BulkJob, BulkPayload, BulkRowError
+
+__all__ = [
+    "BulkChunk",
+    "BulkJob",
+    "BulkPayload",
+    "BulkRowError",
+    "IdempotencyRecord",
+    "ItemIdempotencyRecord",
+]
 
 
 class IdempotencyRecord(models.Model):
@@ -70,3 +82,7 @@ class ItemIdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource} {self.key} ({self.state})"
+
+
+# Models of the admin import (remembered column mappings) live beside its views.
+from bulkops.admin.models import ColumnMapping  # noqa: E402, F401

@@ -211,7 +211,9 @@ def bulk_request_serializer(
         "items": serializers.ListField(
             child=item(partial=mode == "update"),
             max_length=max_items,
-            help_text=f"At most {max_items} items (413 batch_too_large beyond).",
+            help_text=f"At most {max_items} items (413 batch_too_large beyond); more than "
+            f"{bulkops_settings.ASYNC_THRESHOLD} run as a job (202), up to "
+            f"{bulkops_settings.MAX_ASYNC_ITEMS}.",
         ),
         "atomic": AtomicField(
             choices=ATOMIC_CHOICES, required=False, help_text="Default: the resource's default."
@@ -227,7 +229,8 @@ def bulk_request_serializer(
         ),
         "async": serializers.BooleanField(
             required=False,
-            help_text="Reserved for asynchronous jobs; the request currently runs synchronously.",
+            help_text="Run as a background job: 202 with the job's URL (so do "
+            "`Prefer: respond-async` and more than ASYNC_THRESHOLD items).",
         ),
         "__doc__": f"A bulk {mode} request.",
     }
@@ -297,7 +300,9 @@ class BulkAutoSchema(AutoSchema):
             f"{bulkops_settings.MAX_BYTES} bytes per request (413 `batch_too_large`), "
             "also once a gzip body (`Content-Encoding: gzip`) is unpacked; "
             f"`chunk_size` from 1 to {bulkops_settings.MAX_CHUNK_SIZE}. The body must be JSON "
-            "(415 otherwise); chunked bodies are read to their end within the same limit."
+            "(415 otherwise); chunked bodies are read to their end within the same limit. "
+            f"Asynchronous requests (202, a job): at most {bulkops_settings.MAX_ASYNC_ITEMS} "
+            f"items and {bulkops_settings.MAX_ASYNC_BYTES} bytes."
         )
         return f"{description}\n\n{limits}".strip()
 
@@ -326,6 +331,17 @@ class BulkAutoSchema(AutoSchema):
                 response=[200],
             ),
             OpenApiParameter(
+                "Prefer",
+                location=OpenApiParameter.HEADER,
+                description="`respond-async`: run the batch as a job and answer 202.",
+            ),
+            OpenApiParameter(
+                "Location",
+                location=OpenApiParameter.HEADER,
+                description="The job's status URL, `/api/bulk-jobs/<id>/`.",
+                response=[202],
+            ),
+            OpenApiParameter(
                 "Retry-After",
                 type=int,
                 location=OpenApiParameter.HEADER,
@@ -343,7 +359,7 @@ class BulkAutoSchema(AutoSchema):
         request = bulk_request_serializer(
             self.view.get_serializer_class(),
             mode,
-            bulkops_settings.MAX_ITEMS,
+            max(bulkops_settings.MAX_ITEMS, bulkops_settings.MAX_ASYNC_ITEMS),
             bulkops_settings.MAX_CHUNK_SIZE,
         )
         component = self.resolve_serializer(request(), direction)
@@ -361,12 +377,20 @@ class BulkAutoSchema(AutoSchema):
         mode = self._bulk_mode()
         if mode is None:
             return super().get_response_serializers()
+        from .jobs.serializers import BulkJobAcceptedSerializer
+
         error = BulkErrorSerializer
         detail = DetailErrorSerializer
         return {
             200: OpenApiResponse(
                 bulk_response_serializer(self.view.get_serializer_class()),
                 description="The batch was processed: one result per item, whatever they did.",
+            ),
+            202: OpenApiResponse(
+                BulkJobAcceptedSerializer,
+                description="The batch became a job (`Prefer: respond-async`, `async`, or more "
+                "than ASYNC_THRESHOLD items); `Location` is its status URL. 429 when "
+                "MAX_QUEUED_JOBS_PER_USER jobs already wait.",
             ),
             400: OpenApiResponse(error, description="invalid_envelope: nothing was written."),
             401: OpenApiResponse(
@@ -391,7 +415,11 @@ class BulkAutoSchema(AutoSchema):
             422: OpenApiResponse(
                 error, description="idempotency_key_reused: same key, different payload."
             ),
-            429: OpenApiResponse(detail, description="Throttled: too many items per minute."),
+            429: OpenApiResponse(
+                detail,
+                description="Throttled: too many items per minute; or, for an asynchronous "
+                "request, too many jobs waiting (`too_many_jobs`).",
+            ),
             500: OpenApiResponse(
                 BulkServerErrorSerializer,
                 description="server_error: the request failed before any item's outcome was "

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-STAGE_LABELS = {"validate": "Validating", "write": "Writing"}
+STAGE_LABELS = {"read": "Reading", "validate": "Validating", "write": "Writing"}
 BAR_WIDTH = 30
 MIN_BAR_WIDTH = 10
 

@@ -78,10 +78,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 RQ_SYNC = os.environ.get("BULKOPS_RQ_SYNC", "0") == "1"
+# BulkWorker is RQ's worker plus the healing of bulkops jobs (bulkops/jobs/worker.py).
+RQ = {"WORKER_CLASS": "bulkops.jobs.worker.BulkWorker", "COMMIT_MODE": "on_db_commit"}
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "ASYNC": not RQ_SYNC},
     "bulkops": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "ASYNC": not RQ_SYNC},
 }
+# django-rq's dashboard in the admin ("Queues"), linked from /admin/bulkops/bulkjob/.
+RQ_SHOW_ADMIN_LINK = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -115,7 +119,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-BULKOPS: dict = {}
+# Links in the job e-mails point at the demo server (make run); the e-mails themselves
+# are printed by the console backend unless DJANGO_EMAIL_BACKEND names another.
+BULKOPS: dict = {"SITE_URL": os.environ.get("BULKOPS_SITE_URL", "http://127.0.0.1:8000")}
+EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "bulkops@localhost")
 
 LOGGING = {
     "version": 1,

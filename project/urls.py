@@ -10,5 +10,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/batch/", BatchView.as_view(), name="batch"),
+    path("api/", include("bulkops.jobs.urls")),
     path("api/", include("project.catalog.urls")),
 ]

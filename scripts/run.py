@@ -6,9 +6,11 @@
    and ``redis-server`` is installed, one is started on the URL's port (keeping nothing on
    disk) and stopped again on exit. Otherwise jobs run in-process (``BULKOPS_RQ_SYNC=1``)
    and no worker is started.
-3. The RQ worker (``manage.py rqworker bulkops default``) and the web server on
-   127.0.0.1:8000, without the autoreloader: the worker does not reload either, so both
-   always run the same code. Restart after changing it.
+3. The RQ workers (``manage.py rqworker bulkops default``, one per core and at most two;
+   ``BULKOPS_WORKERS=N`` picks the number) and the web server on 127.0.0.1:8000, without
+   the autoreloader: the workers do not reload either, so all run the same code. Restart
+   after changing it. The workers are bulkops' ``BulkWorker`` (settings ``RQ``), which
+   also heal jobs whose worker died.
 
 Ctrl-C (SIGINT), SIGTERM or SIGHUP stops every process started here and waits for them to
 end. If one of them ends on its own, the others are stopped too and the exit status is 1.
@@ -35,7 +37,7 @@ DEMO_CREDENTIALS = "admin / admin"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # the default of project/settings.py
 QUEUES = ("bulkops", "default")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-STOP_TIMEOUT = 10.0  # seconds the worker may take to finish the job in hand
+STOP_TIMEOUT = 10.0  # seconds a worker may take to finish the task in hand
 
 
 class StopRequested(Exception):
@@ -98,6 +100,18 @@ class Processes:
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has ended
         os.killpg(proc.pid, sig)
+
+
+def worker_count() -> int:
+    """``BULKOPS_WORKERS``, else one worker per core, at most two."""
+    value = os.environ.get("BULKOPS_WORKERS", "").strip()
+    if value:
+        try:
+            return max(int(value), 1)
+        except ValueError:
+            print(f"BULKOPS_WORKERS={value!r} is not a number; starting one.", file=sys.stderr)
+            return 1
+    return max(min(os.cpu_count() or 1, 2), 1)
 
 
 def manage(*args: str) -> list[str]:
@@ -206,8 +220,9 @@ def run(processes: Processes) -> int:
             f"Redis is not reachable at {redacted(redis_url)}; "
             "jobs will run in-process (no worker)."
         )
-    if not in_process:
-        processes.start("RQ worker", manage("rqworker", *QUEUES))
+    workers = 0 if in_process else worker_count()
+    for number in range(1, workers + 1):
+        processes.start(f"RQ worker {number}", manage("rqworker", *QUEUES))
     server = processes.start("web server", manage("runserver", ADDRESS, "--noreload"))
 
     if not wait_until_serving(server):
@@ -216,7 +231,8 @@ def run(processes: Processes) -> int:
     jobs = (
         "in-process (no worker)"
         if in_process
-        else f"RQ worker on queues {', '.join(QUEUES)} at {redacted(redis_url)}"
+        else f"{workers} RQ worker{'s' if workers > 1 else ''} on queues {', '.join(QUEUES)} "
+        f"at {redacted(redis_url)}"
     )
     print(
         "\nbulkops is running.\n"
@@ -246,8 +262,11 @@ def main() -> int:
         status = run(processes)
     except StopRequested:
         print("\nStopping ...")
-        if "RQ worker" in processes.running:
-            print(f"The worker may take {STOP_TIMEOUT:.0f} s to end its job; Ctrl-C abandons it.")
+        if any(name.startswith("RQ worker") for name in processes.running):
+            print(
+                f"A worker may take {STOP_TIMEOUT:.0f} s to end its task; Ctrl-C abandons it "
+                "(another worker, or `manage.py bulk_jobs resume`, takes it up again)."
+            )
     finally:
         processes.stop_all()
     if status == 0:

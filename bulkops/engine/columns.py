@@ -126,6 +126,18 @@ class ColumnPlan:
         return self.validate_columns(rows).outcomes()
 
 
+def _note(noted: list, slots: tuple, value: Any) -> None:
+    """Note a field's unique slots for a value every validator before them passed, as
+    ``outcome.run_validators_noting`` notes them (a field's slot: no object to compare)."""
+    for slot in slots:
+        check = slot.check
+        if check.plain:
+            key = None if value is None else (value,)
+        else:
+            key = check.key_of_noted(value, None)
+        noted.append(Noted(slot, key, 0))
+
+
 def _slots_reached(cells: list, out: list, positions: list[int]) -> list[bool]:
     """Which accepted cells of a slotted column reached the field's validators (and so
     note its unique slots). A refused cell, or an accepted ``''`` whose path is not known
@@ -196,8 +208,7 @@ class ValidatedColumns:
                 noted = noted_list(plan.serializer)
                 for k, slots, reached in self._slotted:
                     if reached[index]:
-                        for slot in slots:
-                            noted.append(Noted(slot, values[k], 0))
+                        _note(noted, slots, values[k])
             return dict(zip(plan.keys, values, strict=True))
         return self._assemble(index)
 
@@ -227,7 +238,7 @@ class ValidatedColumns:
             if k in slotted and type(value) is not Outcome:
                 slots, reached = slotted[k]
                 if reached[index]:
-                    noted_list(serializer).extend(Noted(slot, value, 0) for slot in slots)
+                    _note(noted_list(serializer), slots, value)
             if type(value) is Outcome:
                 if value is DEFER:
                     validate_method = getattr(serializer, "validate_" + name, None)

@@ -54,11 +54,12 @@ class UniqueSlot:
 
 @dataclass(slots=True)
 class Noted:
-    """A unique slot reached for a row: the value there, how many messages the
-    validators before it gave, and whether that validators list passed as a whole."""
+    """A unique slot reached for a row: the key DRF's validator would have looked for
+    there (``None``: it would not have looked), how many messages the validators before
+    it gave, and whether that validators list passed as a whole."""
 
     slot: UniqueSlot
-    value: Any
+    key: Any
     index: int
     passed: bool = True
 
@@ -85,11 +86,18 @@ def run_validators_noting(field: Any, value: Any, noted: list[Noted]) -> None:
     """DRF's ``Field.run_validators`` (every validator runs, list messages are collected,
     a dict message is raised at once), noting each ``UniqueSlot`` instead of running it."""
     errors: list[Any] = []
-    mine: list[Noted] = []
+    first = len(noted)
     for validator in field.validators:
         if type(validator) is UniqueSlot:
-            mine.append(Noted(validator, value, len(errors)))
-            validator.check.before_noting(validator, value, field)
+            check = validator.check
+            if check.plain:  # a field's own value is the key
+                key = None if value is None else (value,)
+            else:
+                check.before_noting(validator, value, field)
+                # The object being updated, as it is before this row changes it.
+                instance = None if check.field_level else getattr(field, "instance", None)
+                key = check.key_of_noted(value, instance)
+            noted.append(Noted(validator, key, len(errors)))
             continue
         try:
             if getattr(validator, "requires_context", False):
@@ -102,10 +110,9 @@ def run_validators_noting(field: Any, value: Any, noted: list[Noted]) -> None:
             errors.extend(exc.detail)
         except DjangoValidationError as exc:
             errors.extend(get_error_detail(exc))
-    for entry in mine:
-        entry.passed = not errors
-    noted.extend(mine)
     if errors:
+        for entry in noted[first:]:
+            entry.passed = False
         raise ValidationError(errors)
 
 

@@ -66,9 +66,9 @@ def batch_serializer_class(serializer_class: type[Any]) -> type:
 
 def noting_run_validators(self: Any, value: Any) -> None:
     """``Serializer.run_validators``: read-only defaults merged in, then every validator
-    as DRF runs them, unique-together slots noted (``outcome``). With no validator and
-    no read-only default there is nothing to run: the merged dict is not even made."""
-    if not self.validators and not getattr(self, "_bulkops_read_only_defaults", True):
+    as DRF runs them, unique-together slots noted (``outcome``). With no validator at all
+    (most serializers) there is nothing to run."""
+    if not self.validators:
         return
     if isinstance(value, dict):
         to_validate = getattr(self, READ_ONLY_DEFAULTS)()

@@ -21,6 +21,8 @@ from rest_framework.validators import UniqueTogetherValidator, UniqueValidator
 
 from .errors import non_field_key
 from .lookups import SURROGATES, filter_in, in_batches
+from .outcome import UniqueSlot, noted_list, run_validators_noting
+from .serializer import noting_run_validators
 
 Key = tuple[Any, ...]
 
@@ -41,6 +43,11 @@ class UniqueCheck:
     field_level: bool = True
     sources: tuple[str, ...] = ()
     validator: Any = None
+    related_attr: str | None = None  # a unique foreign key: the attribute its key is
+
+    def __post_init__(self) -> None:
+        # A field's unique value, compared as it is: its key is the value itself.
+        self.plain = self.field_level and self.lookup == "exact" and self.related_attr is None
 
     @property
     def error_key(self) -> str:
@@ -91,6 +98,8 @@ class UniqueCheck:
         ``None`` when it would not look (a NULL part; an update that changes none of the
         fields)."""
         if self.field_level:
+            if value is not None and self.related_attr is not None:
+                value = getattr(value, self.related_attr)
             if len(self.attnames) == 1:
                 return self.key_of_value(value)
             return self.key_of(lambda attname: value)
@@ -162,9 +171,6 @@ def take_unique_checks(
     A validator stays as it is (its query per row) where its field or serializer class
     runs validators its own way, or where the check needs more than a key (a condition,
     ``nulls_distinct=False``)."""
-    from .outcome import UniqueSlot, run_validators_noting
-    from .serializer import noting_run_validators
-
     meta = model._meta
     checks: list[UniqueCheck] = []
 
@@ -179,15 +185,21 @@ def take_unique_checks(
         for n, validator in enumerate(field.validators):
             if type(validator) is not UniqueValidator:
                 continue
+            model_field = meta.get_field(field.source)
             check = UniqueCheck(
                 name=f"unique:{field.field_name}",
-                attnames=(attname(field.source),),
+                attnames=(model_field.attname,),
                 field_names=(field.field_name,),
                 queryset=validator.queryset,
                 message=str(validator.message),
                 lookup=validator.lookup,
                 sources=(field.source,),
                 validator=validator,
+                related_attr=(
+                    model_field.target_field.attname  # type: ignore[union-attr]
+                    if model_field.is_relation
+                    else None
+                ),
             )
             checks.append(check)
             slots.append((n, UniqueSlot(check, validator)))
@@ -240,8 +252,6 @@ class _Noted:  # noqa: B903 - reads the list at call time
         self.serializer = serializer
 
     def get(self) -> list:
-        from .outcome import noted_list
-
         return noted_list(self.serializer)
 
 

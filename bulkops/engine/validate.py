@@ -117,6 +117,7 @@ class ChunkValidator:
                 self.attributes[f.name] = (f.attname, f.target_field.attname)  # type: ignore[union-attr]
             self.attributes.setdefault(f.attname, (f.attname, None))
         self.unique_attnames = {a for check in self.unique_checks for a in check.attnames}
+        self._shapes: dict[tuple, Any] = {}  # validated keys -> how they map to attributes
         self.protection = Protection(self.model, self.db)
 
     # -- setting up the serializer -------------------------------------------------
@@ -210,77 +211,76 @@ class ChunkValidator:
         # An update row whose object is not there: its fields are validated, and no
         # more (there is no object to validate against, nor to be unique among).
         nameless = {r.index for r in rows if r.errors is not None} if self.mode == UPDATE else set()
-        outcomes: dict[int, RowOutcome] = {}
+        outcomes: dict[int, RowOutcome] = {}  # rows that failed, or noted unique values
+        before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
         for row in rows:
             if row.index in blocked:
                 continue
             serializer.instance = row.instance
             serializer.initial_data = row.source
-            outcomes[row.index] = validate_row(
-                serializer, row.source, fields_only=row.index in nameless
-            )
+            outcome = validate_row(serializer, row.source, fields_only=row.index in nameless)
+            if outcome.stage is None and row.errors is None:
+                self._stage_values(row, outcome.value, before)
+            if outcome.stage is not None or outcome.noted:
+                outcome.value = None  # staged already; only the errors and notes are needed
+                outcomes[row.index] = outcome
         serializer.instance = serializer._bulkops_columns = None
         taken = self._taken(rows, outcomes, nameless)
         is_taken = lambda noted: id(noted) in taken  # noqa: E731
         order = self.field_order
-        attributes = self.attributes
-        unique_attnames = self.unique_attnames
-        before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
-        shapes: dict[tuple, Any] = {}  # validated keys -> how they map to attributes
         for row in rows:
-            outcome = outcomes.get(row.index)
-            if outcome is None:
+            found = outcomes.get(row.index)
+            if found is None:
                 continue
-            # A row that passed and whose unique values are free needs no composing.
-            if outcome.noted and (
-                outcome.stage is not None or any(id(n) in taken for n in outcome.noted)
-            ):
-                errors = compose(outcome, is_taken, order)
-            else:
-                errors = _errors_of(outcome)
+            outcome = found
+            # Nothing taken (the usual chunk): DRF's errors as they are.
+            errors = compose(outcome, is_taken, order) if taken else _errors_of(outcome)
             if errors:
                 row.errors = merged(row.errors, errors)
-            if row.errors is not None:
-                continue
-            validated = outcome.value
-            keys = tuple(validated)
-            shape = shapes.get(keys, _MISSING)
-            if shape is _MISSING:
-                shape = shapes[keys] = self._shape(keys)
-            related = None
-            if shape is None:  # two names for one attribute: in DRF's order, one by one
-                values: dict[str, Any] = {}
-                for name, value in validated.items():
-                    attname, target = attributes.get(name, (name, None))
-                    if target is not None and value is not None:
-                        if related is None:
-                            related = {}
-                        related[name] = value
-                        value = getattr(value, target)
-                    values[attname] = value
-            else:
-                attnames, relations = shape
-                values = dict(zip(attnames, validated.values(), strict=True))
-                for name, attname, target in relations:
-                    value = validated[name]
-                    if value is not None:
-                        if related is None:
-                            related = {}
-                        related[name] = value
-                        values[attname] = getattr(value, target)
-            row.values = values
-            instance = row.instance
-            if instance is None:
-                row.action = CREATE
-                row.related = related
-                continue
-            row.action = UPDATE
-            changed = unique_attnames.intersection(values)
-            if changed:
-                before[row.index] = {a: getattr(instance, a) for a in changed}
-            for name, value in validated.items():
-                setattr(instance, name, value)
         return {check.name: self._batch_keys(check, rows, before) for check in self.unique_checks}
+
+    def _stage_values(
+        self, row: StagedRow, validated: Any, before: dict[int, dict[str, Any]]
+    ) -> None:
+        """What a valid row writes: model attribute values, and the action."""
+        keys = tuple(validated)
+        shape = self._shapes.get(keys, _MISSING)
+        if shape is _MISSING:
+            shape = self._shapes[keys] = self._shape(keys)
+        related = None
+        if shape is None:  # two names for one attribute: in DRF's order, one by one
+            attributes = self.attributes
+            values: dict[str, Any] = {}
+            for name, value in validated.items():
+                attname, target = attributes.get(name, (name, None))
+                if target is not None and value is not None:
+                    if related is None:
+                        related = {}
+                    related[name] = value
+                    value = getattr(value, target)
+                values[attname] = value
+        else:
+            attnames, relations = shape
+            values = dict(zip(attnames, validated.values(), strict=True))
+            for name, attname, target in relations:
+                value = validated[name]
+                if value is not None:
+                    if related is None:
+                        related = {}
+                    related[name] = value
+                    values[attname] = getattr(value, target)
+        row.values = values
+        instance = row.instance
+        if instance is None:
+            row.action = CREATE
+            row.related = related
+            return
+        row.action = UPDATE
+        changed = self.unique_attnames.intersection(values)
+        if changed:
+            before[row.index] = {a: getattr(instance, a) for a in changed}
+        for name, value in validated.items():
+            setattr(instance, name, value)
 
     def _shape(self, keys: tuple[str, ...]) -> Any:
         """How validated data with these keys becomes attribute values: the attribute
@@ -309,10 +309,9 @@ class ChunkValidator:
             if outcome is None or row.index in nameless:
                 continue
             for noted in outcome.noted:
-                check = noted.slot.check
-                key = check.key_of_noted(noted.value, row.instance)
-                if key is not None:
-                    by_check.setdefault(check.name, {}).setdefault(key, []).append((row.pk, noted))
+                if noted.key is not None:
+                    by_key = by_check.setdefault(noted.slot.check.name, {})
+                    by_key.setdefault(noted.key, []).append((row.pk, noted))
         taken: set[int] = set()
         for check in self.unique_checks:
             keyed = by_check.get(check.name)

@@ -473,7 +473,11 @@ def test_unsupported_extension(tmp_path, db):
         (["--mode", "merge"], "Unknown mode 'merge'; use one of create, update, upsert, delete."),
         (["--chunk-size", "0"], "chunk_size must be a whole number from 1 to 10000; got 0."),
         (["--user", "ghost"], "User 'ghost' does not exist."),
-        (["--async"], "--async needs the jobs feature, which is not available yet."),
+        (
+            ["--async", "-e", "failed.csv"],
+            "--errors-out needs --wait with --async; without --wait, download the failed "
+            "rows later from /api/bulk-jobs/<id>/errors.csv.",
+        ),
     ],
 )
 def test_bad_options(good_csv, args, message):

@@ -12,7 +12,7 @@ from bulkops.engine.readers.headers import (
     map_headers,
     normalise_header,
 )
-from bulkops.exceptions import MissingColumns, UnreadableFile
+from bulkops.exceptions import InvalidOptions, MissingColumns, UnreadableFile
 from project.catalog.serializers import CustomerSerializer, OrderSerializer, ProductSerializer
 
 
@@ -235,3 +235,36 @@ def test_fields_with_defaults_are_not_required():
     # Customer: every field required; Product: quantity/active/released have defaults.
     check(["email", "name", "country"], "create", CustomerSerializer(), ("email",))
     check(["sku", "name", "category", "price"], "create", ProductSerializer(), ("sku",))
+
+
+def test_a_column_map_wins_over_the_automatic_matching():
+    index = FieldIndex(LineSerializer(), {"Unit cost": "unit_price", "Code": None})
+    assert index.match("unit  COST") == "unit_price"  # compared as headers are
+    assert index.match("code") is None  # ignored by choice, though it names a field
+    assert index.match("note") == "note"  # headers the map leaves out match as usual
+
+
+def test_a_column_map_naming_an_unknown_field_lists_the_fields():
+    with pytest.raises(InvalidOptions) as caught:
+        FieldIndex(LineSerializer(), {"a": "nope", "b": "created"})
+    assert caught.value.message == (
+        "The column map names 'created', 'nope', which no column can fill; "
+        "the fields are: code, id, note, secret, unit_price."
+    )
+
+
+def test_open_rows_reads_mapped_columns_and_checks_required_ones_on_the_result(tmp_path):
+    from bulkops.engine.readers import open_rows
+
+    path = tmp_path / "items.csv"
+    path.write_text("Reference,Unit cost,Remark\nA-1,2.50,x\n")
+    with open_rows(
+        path,
+        serializer=LineSerializer(),
+        column_map={"Reference": "code", "Unit cost": "unit_price", "Remark": None},
+    ) as source:
+        assert source.columns == {"Reference": "code", "Unit cost": "unit_price"}
+        assert source.unknown_columns == ["Remark"]
+        assert [row.values for row in source] == [{"code": "A-1", "unit_price": "2.50"}]
+    with pytest.raises(MissingColumns):
+        open_rows(path, serializer=LineSerializer(), column_map={"Unit cost": None})

@@ -14,17 +14,14 @@ version a committed transaction wrote:
 import json
 import multiprocessing
 import os
-import random
 import time
-import traceback
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
-from bulkops.engine import run_batch
 from project.catalog.models import Category, Product
-from project.catalog.serializers import ProductSerializer
+from tests.engine.stress_writer import writer
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,7 +31,6 @@ pytestmark = [
 
 WRITERS = 4
 SECONDS = float(os.environ.get("BULKOPS_STRESS_SECONDS", "12"))
-KEYS = [f"S-{n:03d}" for n in range(240)]
 GIVEN_UP = "The database could not write this chunk"
 
 AUDIT = """
@@ -54,62 +50,20 @@ DROP TABLE IF EXISTS stress_audit;
 """
 
 
-def writer(number: int, deadline: float, out: str) -> None:
-    """One process: batches of random modes over random overlapping keys, until the
-    deadline; every row's result goes to ``out`` as a JSON line."""
-    rng = random.Random(number)
-    batches = 0
-    try:
-        with open(out, "w") as report:
-            while time.monotonic() < deadline:
-                batches += 1
-                mode = rng.choice(
-                    ["upsert", "upsert", "update", "delete"] if number else ["upsert"]
-                )
-                keys = rng.sample(KEYS, rng.randint(20, 160))
-                rows = []
-                for n, sku in enumerate(keys):
-                    name = f"w{number}-b{batches}-{n}"
-                    price = f"{rng.randint(0, 99999) / 100:.2f}"
-                    if mode == "upsert":
-                        rows.append({"sku": sku, "name": name, "category": "Tools", "price": price})
-                    elif mode == "update":
-                        rows.append({"sku": sku, "name": name, "price": price})
-                    else:
-                        rows.append({"sku": sku})
-                result = run_batch(
-                    serializer_class=ProductSerializer,
-                    rows=rows,
-                    mode=mode,
-                    atomic=rng.choice(["none", "none", "chunk"]),
-                    chunk_size=rng.choice([7, 40, 100]),
-                    with_data=False,
-                )
-                for row_result, row in zip(result.results, rows, strict=True):
-                    line = {"mode": mode, "status": row_result.status, "id": row_result.id}
-                    line.update(row)
-                    line["errors"] = row_result.errors
-                    report.write(json.dumps(line) + "\n")
-    except BaseException:
-        with open(out + ".failed", "w") as failed:
-            failed.write(traceback.format_exc())
-        raise
-    finally:
-        connections.close_all()
-
-
 def test_concurrent_writers_of_overlapping_keys(tmp_path):
     Category.objects.create(name="Tools")
     with connection.cursor() as cursor:
         cursor.execute(DROP_AUDIT)
         cursor.execute(AUDIT)
     try:
-        connections.close_all()  # the children must not share this process's connection
-        context = multiprocessing.get_context("fork")
-        deadline = time.monotonic() + SECONDS
+        # Fresh processes (spawn, not fork): no connection of this one is shared.
+        context = multiprocessing.get_context("spawn")
+        database = connection.settings_dict["NAME"]
+        deadline = time.time() + SECONDS
         outputs = [str(tmp_path / f"writer-{n}.jsonl") for n in range(WRITERS)]
         processes = [
-            context.Process(target=writer, args=(n, deadline, outputs[n])) for n in range(WRITERS)
+            context.Process(target=writer, args=(n, database, deadline, outputs[n]))
+            for n in range(WRITERS)
         ]
         for process in processes:
             process.start()

@@ -339,3 +339,100 @@ def test_orders_are_written_with_their_relations_and_aware_datetimes(n):
         day = 1 if i % 24 >= 2 else 30
         month = 5 if i % 24 >= 2 else 4
         assert order.placed_at == datetime(2024, month, day, hour, 30, tzinfo=UTC)
+
+
+# -- the database changed between validation and the write (same connection: any backend) --
+
+
+@pytest.fixture
+def stock(tools):
+    return [ProductFactory(sku=f"E-{i}", category=tools, price=Decimal("10.00")) for i in range(3)]
+
+
+def _validated(mode, rows, **options):
+    from bulkops.engine import Batch
+
+    batch = Batch(serializer_class=ProductSerializer, mode=mode, **options)
+    return batch, batch.validate_chunk(0, rows)
+
+
+@pytest.mark.django_db
+def test_an_update_target_deleted_after_validation_is_not_reported_updated(stock):
+    batch, staged = _validated("update", [{"sku": p.sku, "name": "New"} for p in stock])
+    Product.objects.filter(sku="E-1").delete()
+
+    results = batch.write_chunk(staged)
+
+    assert [(r.status, r.errors) for r in results] == [
+        ("updated", None),
+        ("error", {"sku": ["No product with sku=E-1."]}),
+        ("updated", None),
+    ]
+    assert sorted(Product.objects.values_list("name", flat=True)) == ["New", "New"]
+
+
+@pytest.mark.django_db
+def test_a_delete_target_deleted_after_validation_is_not_reported_deleted(stock):
+    batch, staged = _validated("delete", [{"id": p.pk} for p in stock])
+    Product.objects.filter(sku="E-2").delete()
+
+    results = batch.write_chunk(staged)
+
+    assert [(r.status, r.errors) for r in results] == [
+        ("deleted", None),
+        ("deleted", None),
+        ("error", {"id": [f"No product with id={stock[2].pk}."]}),
+    ]
+
+
+@pytest.mark.django_db
+def test_an_upsert_key_created_after_validation_is_updated_on_any_database(stock, tools):
+    batch, staged = _validated(
+        "upsert", [ProductItemFactory(sku="NEW", name="Mine"), ProductItemFactory(sku="E-0")]
+    )
+    theirs = ProductFactory(sku="NEW", name="Theirs", category=tools)
+    Product.objects.filter(sku="E-0").delete()
+
+    results = batch.write_chunk(staged)
+
+    assert [(r.status, r.id) for r in results][0] == ("updated", theirs.pk)
+    assert results[1].status == "created" and results[1].id != stock[0].pk
+    assert Product.objects.get(sku="NEW").name == "Mine"
+    assert Product.objects.get(pk=results[1].id).sku == "E-0"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["create", "upsert", "update"])
+def test_a_related_object_deleted_after_validation_is_that_rows_error(stock, mode):
+    from project.catalog.models import Category
+
+    Category.objects.create(name="Brief")
+    rows = [ProductItemFactory(sku=f"R-{i}") for i in range(3)]
+    if mode == "update":
+        rows = [{"sku": p.sku, "category": "Tools"} for p in stock]
+    rows[1]["category"] = "Brief"
+    batch, staged = _validated(mode, rows)
+    Category.objects.filter(name="Brief").delete()
+
+    results = batch.write_chunk(staged)
+
+    assert [r.status for r in results] == [
+        "updated" if mode == "update" else "created",
+        "error",
+        "updated" if mode == "update" else "created",
+    ]
+    assert results[1].errors == {"category": ["Object with name=Brief does not exist."]}
+
+
+@pytest.mark.django_db
+def test_a_delete_of_a_product_an_order_came_to_refer_to_is_refused(stock):
+    batch, staged = _validated("delete", [{"sku": p.sku} for p in stock])
+    OrderFactory(product=stock[0])
+
+    results = batch.write_chunk(staged)
+
+    assert results[0].errors == {
+        "non_field_errors": ["Cannot delete E-0: orders still refer to it."]
+    }
+    assert [r.status for r in results[1:]] == ["deleted", "deleted"]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["E-0"]

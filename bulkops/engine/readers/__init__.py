@@ -18,7 +18,7 @@ one sentence that says what is wrong and what to do.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import IO, Any
 
@@ -68,6 +68,7 @@ def open_rows(
     natural_key: Sequence[str] | None = None,
     sheet: str | None = None,
     format: str | None = None,
+    column_map: Mapping[str, str | None] | None = None,
 ) -> RowSource:
     """Open a file of rows for ``serializer`` (an instance) in ``mode``.
 
@@ -75,7 +76,11 @@ def open_rows(
     ``filename`` (else the path or ``fileobj.name``) picks the format by its
     extension unless ``format`` is given. ``natural_key=None`` takes the
     serializer's ``Meta.natural_key``. ``sheet`` names a workbook's sheet (the
-    first worksheet by default; text formats ignore it).
+    first worksheet by default; text formats ignore it). ``column_map`` maps file
+    headers to field names as a person chose them (``None``: ignore the column);
+    headers it leaves out are matched by name or label as usual, and the required
+    columns are checked on the result. A map naming an unknown field raises
+    ``InvalidOptions`` listing the fields.
 
     Raises ``UnreadableFile`` (or a subclass) before returning when the file,
     its header or its columns cannot serve ``mode``; the caller closes the
@@ -93,7 +98,7 @@ def open_rows(
         stream = fileobj
     try:
         check_upload_size(file_size(stream))
-        index = FieldIndex(serializer)
+        index = FieldIndex(serializer, column_map)
         key = natural_key_of(serializer, natural_key)
         if fmt in WORKBOOK_FORMATS:
             return _open_workbook(stream, fmt, index, mode, key, sheet, on_close)

@@ -10,13 +10,13 @@ too, although read-only, because update and delete may name rows by it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rest_framework import serializers
 
-from bulkops.exceptions import MissingColumns, UnreadableFile
+from bulkops.exceptions import InvalidOptions, MissingColumns, UnreadableFile
 
 ID_FIELD = "id"
 
@@ -67,7 +67,11 @@ class FieldIndex:
     hide another field's own name.
     """
 
-    def __init__(self, serializer: serializers.Serializer) -> None:
+    def __init__(
+        self,
+        serializer: serializers.Serializer,
+        column_map: Mapping[str, str | None] | None = None,
+    ) -> None:
         all_fields = serializer.fields
         self.fields: dict[str, serializers.Field] = {
             name: f
@@ -85,10 +89,24 @@ class FieldIndex:
         if ID_FIELD not in self.fields:
             self.fields[ID_FIELD] = all_fields.get(ID_FIELD) or serializers.IntegerField()
         self._by_key.setdefault(ID_FIELD, ID_FIELD)
+        # A mapping chosen by a person (the admin's mapping step) wins over the
+        # automatic matching: header -> field name, or None to ignore the column.
+        column_map = column_map or {}
+        wrong = sorted({name for name in column_map.values() if name and name not in self.fields})
+        if wrong:
+            raise InvalidOptions(
+                f"The column map names {', '.join(repr(n) for n in wrong)}, which no column "
+                f"can fill; the fields are: {', '.join(sorted(self.fields))}.",
+                fields=sorted(self.fields),
+            )
+        self._chosen = {normalise_header(header): name for header, name in column_map.items()}
 
     def match(self, header: str) -> str | None:
         """The field name a header stands for, or ``None``."""
-        return self._by_key.get(normalise_header(header))
+        key = normalise_header(header)
+        if key in self._chosen:
+            return self._chosen[key]
+        return self._by_key.get(key)
 
     def required_names(self) -> list[str]:
         return [name for name, f in self.fields.items() if f.required and name != ID_FIELD]

@@ -186,7 +186,16 @@ class Command(BaseCommand):
             "--sheet", "-s", metavar="NAME", help="the workbook sheet to read [the first]"
         )
         parser.add_argument(
-            "--async", dest="run_async", action="store_true", help="enqueue a job and exit"
+            "--async",
+            dest="run_async",
+            action="store_true",
+            help="enqueue a job, print its id and exit",
+        )
+        parser.add_argument(
+            "--wait",
+            "-w",
+            action="store_true",
+            help="with --async: show the job's progress until it ends, then exit as a sync run",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -218,6 +227,7 @@ class Command(BaseCommand):
         errors_out: str | None,
         sheet: str | None,
         run_async: bool,
+        wait: bool,
         verbosity: int,
         **options: Any,
     ) -> bool:
@@ -226,12 +236,27 @@ class Command(BaseCommand):
         serializer_class = bulk_model.serializer_class
         atomic, chunk_size = check_options(mode=mode, atomic=atomic, chunk_size=chunk_size)
         context = {"request": None, "user": resolve_user(user)}
-        if run_async:
-            raise BulkOpsError("--async needs the jobs feature, which is not available yet.")
         if not os.path.isfile(file):
             raise BulkOpsError(f"File {file!r} does not exist.", code="not_found")
         if errors_out and os.path.abspath(errors_out) == os.path.abspath(file):
             raise BulkOpsError("--errors-out must name another file than the one imported.")
+        if run_async or wait:  # a job, run by the RQ workers (bulkops.jobs)
+            from bulkops.jobs.cli import import_async
+
+            return import_async(
+                self,
+                model=model,
+                file=file,
+                mode=mode,
+                atomic=atomic,
+                chunk_size=chunk_size,
+                dry_run=dry_run,
+                user=context["user"],
+                errors_out=errors_out,
+                sheet=sheet,
+                wait=wait,
+                verbosity=verbosity,
+            )
         source = open_rows(
             file,
             filename=os.path.basename(file),

@@ -1,0 +1,639 @@
+"""The stages of a job, each run by RQ tasks (``bulkops.jobs.tasks``) on any worker.
+
+::
+
+    queued -> read -> validate -> check -> [confirm] -> write -> done
+              (one task;  (one task    (one task)      (one task per chunk; one task
+              streams     per chunk,                    for atomic=all)
+              chunks)     in parallel)
+
+- **read**: the source (a file in Django storage, or the payload stored with the job)
+  is cut into chunks of ``chunk_size`` rows, each saved with its rows and handed to a
+  validation task as soon as it is committed.
+- **validate**: the engine validates one chunk (``Batch.validate_chunk``, duplicates only
+  inside the chunk) and the chunk keeps its staged form, its batch keys and the errors.
+- **check**: once every chunk is validated, one query per unique constraint finds the keys
+  held by rows of several chunks; ``Batch.duplicate_errors`` words them as the synchronous
+  engine does. Then the job is ``validated`` and waits for ``confirm_job``, or goes on.
+- **write**: ``atomic=all`` writes every chunk in one transaction (``Batch.write_all``);
+  ``chunk``/``none`` write each chunk in its own task, its rows and its ``done`` mark in
+  one transaction (``Batch.write_chunk(in_transaction=...)``). The task that writes the
+  last chunk finishes the job. Nothing reads the source or validates again.
+
+Every task leases its chunk (or the job) first (``lease``), works, and ends with a state
+change guarded by the state it started from, so a task delivered twice, or healed while
+its first delivery still ran, changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from bulkops.conf import bulkops_settings
+from bulkops.exceptions import BulkOpsError
+from bulkops.results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, RowResult
+
+from . import codec
+from .batches import (
+    TRANSIENT_ERRORS,
+    backoff,
+    batch_for,
+    bulk_model_for,
+    close_connection,
+    close_connection_if_broken,
+    context_for,
+    describe,
+    is_file_job,
+    serializer_class_for,
+    using,
+)
+from .lease import Heartbeat, claim_chunk, claim_job, new_holder, release_chunk, release_job
+from .models import BulkChunk, BulkJob, BulkPayload, BulkRowError
+from .outcome import (
+    COUNTERS,
+    ended,
+    fail_chunk,
+    fail_job,
+    failed_chunks_message,
+    finish_if_written,
+    outcome_status,
+    refresh_counts,
+    rows_label,
+    start_next,
+)
+from .queue import Task, dispatch
+from .sources import open_source
+
+# Names other modules (and the job API) import from here.
+__all__ = [
+    "COUNTERS",
+    "batch_for",
+    "bulk_model_for",
+    "context_for",
+    "ended",
+    "fail_job",
+    "failed_chunks_message",
+    "finish_if_written",
+    "is_file_job",
+    "open_source",
+    "outcome_status",
+    "refresh_counts",
+    "rows_label",
+    "serializer_class_for",
+    "start_next",
+    "using",
+]
+
+logger = logging.getLogger("bulkops.jobs")
+
+
+LETTERS = {CREATED: "c", UPDATED: "u", DELETED: "d", ERROR: "e", ROLLED_BACK: "r"}
+STATUS_OF_LETTER = {letter: status for status, letter in LETTERS.items()}
+
+
+class Superseded(Exception):
+    """Another delivery of the same task finished the work first: roll this one back."""
+
+
+class ChunkFailed(Exception):
+    """A chunk could not be processed after its retries; the message says why."""
+
+
+# -- job-wide tasks --------------------------------------------------------------------
+
+
+def run_job_task(
+    job_id: Any,
+    stage: str,
+    work: Callable[[BulkJob], None],
+    report: Callable[[], dict[str, Any]] | None = None,
+) -> bool:
+    """Run the job-wide task of ``stage`` under the job's lease; True if it ran.
+
+    Transient database errors are tried again with backoff, ``CHUNK_RETRIES`` times; a
+    source that cannot be read, retries used up, or an unexpected error fail the job
+    with the reason (the unexpected error is raised again, for RQ's failed registry).
+    """
+    holder = new_holder()
+    job = claim_job(job_id, stage=stage, holder=holder)
+    if job is None:
+        return False
+    retries = bulkops_settings.CHUNK_RETRIES
+    try:
+        with Heartbeat(holder=holder, job=job, report=report):
+            for attempt in range(retries + 1):
+                try:
+                    work(job)
+                    return True
+                except TRANSIENT_ERRORS as exc:
+                    close_connection()
+                    if attempt == retries:
+                        fail_job(
+                            job.pk, f"{describe(exc)} (tried {attempt + 1} times). Retry the job."
+                        )
+                        return False
+                    time.sleep(backoff(attempt + 1))
+                    job.refresh_from_db()
+    except Superseded:
+        return False
+    except BulkOpsError as exc:
+        fail_job(job.pk, exc.message)
+        return False
+    except Exception as exc:
+        close_connection_if_broken()
+        fail_job(job.pk, f"The job stopped on an unexpected error: {describe(exc)}")
+        raise
+    finally:
+        release_job(job, holder)
+    return False
+
+
+# -- stage: read ---------------------------------------------------------------------
+
+
+def read_source(job_id: Any) -> None:
+    """Cut the source into chunks; each is sent to validation once committed.
+
+    A reader that died is replaced by one that skips the rows already saved.
+    """
+    run_job_task(job_id, BulkJob.STAGE_READ, _read)
+
+
+def _read(job: BulkJob) -> None:
+    chunk_size = job.chunk_size
+    done = job.chunks.aggregate(rows=Sum("size"))["rows"] or 0
+    index = job.chunks.count()
+    with open_source(job) as (rows, info):
+        BulkJob.objects.filter(pk=job.pk).update(
+            total_rows=info.get("total_rows"),
+            options={**job.options, "source": {k: v for k, v in info.items() if k != "total_rows"}},
+        )
+        if done:
+            rows = islice(rows, done, None)
+        start = done
+        while True:
+            block = list(islice(rows, chunk_size))
+            if not block:
+                break
+            if not _still(job.pk, BulkJob.VALIDATING):
+                return
+            first_row = block[0][1]
+            with transaction.atomic(using=using()):
+                BulkChunk.objects.create(
+                    job=job,
+                    index=index,
+                    start=start,
+                    size=len(block),
+                    first_row=first_row,
+                    source=codec.dumps(block),
+                    outcome=row_labels(first_row, [r[1] for r in block], [r[2] for r in block]),
+                    heartbeat=timezone.now(),
+                )
+                BulkJob.objects.filter(pk=job.pk).update(
+                    rows_read=F("rows_read") + len(block),
+                    chunks_total=F("chunks_total") + 1,
+                    progress_at=timezone.now(),
+                    heartbeat=timezone.now(),
+                )
+                dispatch([Task("validate_chunk", str(job.pk), "validate", index)])
+            index += 1
+            start += len(block)
+    with transaction.atomic(using=using()):
+        moved = BulkJob.objects.filter(pk=job.pk, stage=BulkJob.STAGE_READ).update(
+            stage=BulkJob.STAGE_VALIDATE, total_rows=start, progress_at=timezone.now()
+        )
+        if moved:
+            BulkPayload.objects.filter(job=job).delete()  # the chunks hold the items now
+    after_validation(job.pk)
+
+
+def _still(job_id: Any, status: str) -> bool:
+    """Is the job still ``status`` (not cancelled, not failed meanwhile)?"""
+    return BulkJob.objects.filter(pk=job_id, status=status).exists()
+
+
+# -- stage: validate -----------------------------------------------------------------
+
+
+def validate_chunk(job_id: Any, index: int) -> None:
+    holder = new_holder()
+    chunk = claim_chunk(job_id, index, state=BulkChunk.NEW, holder=holder)
+    if chunk is None:
+        return
+    job = BulkJob.objects.get(pk=job_id)
+    if job.status != BulkJob.VALIDATING:
+        release_chunk(chunk, holder)
+        return
+    if worn_out(chunk, holder, BulkJob.STAGE_VALIDATE):
+        return
+    with Heartbeat(holder=holder, chunk=chunk):
+        try:
+            with_retries(chunk, lambda: _validate(job, chunk))
+        except Superseded:
+            return
+        except ChunkFailed as exc:
+            fail_chunk(chunk, holder, stage=BulkJob.STAGE_VALIDATE, reason=str(exc))
+            return
+        except Exception as exc:
+            fail_chunk(chunk, holder, stage=BulkJob.STAGE_VALIDATE, reason=describe(exc))
+            raise
+
+
+def _validate(job: BulkJob, chunk: BulkChunk) -> None:
+    from bulkops.engine import SourceRow
+
+    batch = batch_for(job)
+    rows = [SourceRow(*row) for row in codec.loads(chunk.source)]
+    staged = batch.validate_chunk(start=chunk.start, rows=rows, track_duplicates=False)
+    keys = batch.chunk_keys(staged)
+    with codec.no_collection():
+        staged_text = json.dumps(staged.to_json(), separators=(",", ":"))
+    invalid = [r for r in staged.rows if r.errors]
+    now = timezone.now()
+    with transaction.atomic(using=using()):
+        changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.NEW).update(
+            state=BulkChunk.VALIDATED,
+            staged=staged_text,
+            keys=json.dumps(safe_keys(keys), separators=(",", ":")),
+            invalid=len(invalid),
+            validated_at=now,
+            claimed_by="",
+            attempts=0,  # attempts count per stage
+            error="",
+        )
+        if not changed:
+            raise Superseded
+        BulkRowError.objects.bulk_create(
+            [row_error(job, r, r.errors) for r in invalid], batch_size=500
+        )
+        BulkJob.objects.filter(pk=job.pk).update(
+            rows_validated=F("rows_validated") + chunk.size,
+            invalid_rows=F("invalid_rows") + len(invalid),
+            chunks_validated=F("chunks_validated") + 1,
+            progress_at=now,
+        )
+        # The job's row is locked by that update until this commits: if this is the
+        # last chunk, no other chunk's count can come after, and this moves the job on.
+        after_validation(job.pk)
+
+
+def safe_keys(keys: dict[str, list]) -> dict[str, list]:
+    """Batch keys with NUL escaped (jsonb refuses it), keeping distinct keys distinct."""
+    out = {}
+    for constraint, entries in keys.items():
+        out[constraint] = [
+            [_escape_nul(entry[0]), *entry[1:]] if _needs_escape(entry[0]) else entry
+            for entry in entries
+        ]
+    return out
+
+
+def _needs_escape(text: str) -> bool:
+    return "\x00" in text or "\\" in text
+
+
+def _escape_nul(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\x00", "\\0")
+
+
+def row_error(job: BulkJob, staged_row: Any, errors: Any) -> BulkRowError:
+    return BulkRowError(
+        job=job,
+        index=staged_row.index,
+        row=staged_row.row,
+        ref=codec.jsonb_safe(staged_row.ref),
+        values=codec.jsonb_safe(staged_row.source),
+        errors=codec.jsonb_safe(errors),
+    )
+
+
+def after_validation(job_id: Any) -> None:
+    """Go on to the duplicate check once the source is read and every chunk validated
+    (inside the caller's transaction, if any)."""
+    with transaction.atomic(using=using(), savepoint=False):
+        moved = BulkJob.objects.filter(
+            pk=job_id,
+            status=BulkJob.VALIDATING,
+            stage=BulkJob.STAGE_VALIDATE,
+            chunks_validated=F("chunks_total"),
+        ).update(stage=BulkJob.STAGE_CHECK, lease="", heartbeat=timezone.now())
+        if moved:
+            dispatch([Task("check_duplicates", str(job_id), "check")])
+
+
+# -- stage: check ---------------------------------------------------------------------
+
+
+def check_duplicates(job_id: Any) -> None:
+    run_job_task(job_id, BulkJob.STAGE_CHECK, _check)
+
+
+def _check(job: BulkJob) -> None:
+    from .duplicates import apply_duplicates
+
+    apply_duplicates(job, batch_for(job))
+    with transaction.atomic(using=using()):
+        validated(job)
+
+
+def validated(job: BulkJob) -> None:
+    """Every row is validated: wait for the confirm, or write."""
+    now = timezone.now()
+    fields: dict[str, Any] = {"validated_at": now, "lease": "", "progress_at": now}
+    if job.confirm and job.confirmed_at is None:
+        fields.update(status=BulkJob.VALIDATED, stage=BulkJob.STAGE_CONFIRM)
+    else:
+        fields.update(status=BulkJob.RUNNING, stage=BulkJob.STAGE_WRITE, stage_started_at=now)
+    moved = BulkJob.objects.filter(pk=job.pk, stage=BulkJob.STAGE_CHECK).update(**fields)
+    if not moved:
+        raise Superseded
+    job.refresh_from_db()
+    if job.status == BulkJob.RUNNING:
+        if job.chunks_total == 0:
+            transaction.on_commit(lambda: finish_if_written(job.pk), using=using())
+        else:
+            dispatch(write_tasks(job))
+    else:
+        transaction.on_commit(lambda: start_next(job.user_id), using=using())
+
+
+# -- stage: write ---------------------------------------------------------------------
+
+
+def write_tasks(job: BulkJob, *, chunks: list[int] | None = None) -> list[Task]:
+    if job.atomic == "all":
+        return [Task("write_all", str(job.pk), "write")]
+    if chunks is None:
+        chunks = list(job.chunks.filter(state=BulkChunk.VALIDATED).values_list("index", flat=True))
+    job.chunks.filter(index__in=chunks).update(heartbeat=timezone.now(), claimed_by="")
+    return [Task("write_chunk", str(job.pk), "write", index) for index in chunks]
+
+
+def write_chunk(job_id: Any, index: int) -> None:
+    """Write one chunk (atomic chunk/none): its rows and its ``done`` mark in one transaction."""
+    holder = new_holder()
+    chunk = claim_chunk(job_id, index, state=BulkChunk.VALIDATED, holder=holder)
+    if chunk is None:
+        return
+    job = BulkJob.objects.get(pk=job_id)
+    if job.status != BulkJob.RUNNING:
+        release_chunk(chunk, holder)
+        return
+    if worn_out(chunk, holder, BulkJob.STAGE_WRITE):
+        return
+    with Heartbeat(holder=holder, chunk=chunk):
+        try:
+            with_retries(chunk, lambda: _write(job, chunk))
+        except Superseded:
+            return
+        except ChunkFailed as exc:
+            fail_chunk(chunk, holder, stage=BulkJob.STAGE_WRITE, reason=str(exc))
+            return
+        except Exception as exc:
+            fail_chunk(chunk, holder, stage=BulkJob.STAGE_WRITE, reason=describe(exc))
+            raise
+
+
+def load_staged(batch: Any, chunk: BulkChunk) -> Any:
+    from bulkops.engine import StagedChunk
+
+    with codec.no_collection():
+        staged = StagedChunk.from_json(json.loads(chunk.staged), model=batch.model)
+    if chunk.duplicates:
+        errors = {int(position): e for position, e in json.loads(chunk.duplicates).items()}
+        staged = staged.with_errors(errors)
+    return staged
+
+
+def _write(job: BulkJob, chunk: BulkChunk) -> None:
+    batch = batch_for(job)
+    staged = load_staged(batch, chunk)
+    # The engine calls this inside the transaction that writes the chunk (and, when it
+    # gave up on the chunk, in one of its own): rows and "done" commit together.
+    batch.write_chunk(
+        staged, in_transaction=lambda results: record_written(job, chunk, results, staged)
+    )
+
+
+def record_written(
+    job: BulkJob,
+    chunk: BulkChunk,
+    results: list[RowResult],
+    staged: Any = None,
+    *,
+    totals: dict[str, int] | None = None,
+) -> None:
+    """Mark the chunk done with its outcome, inside the transaction that wrote it, and
+    add its counts to the job's (or to ``totals``, for the caller to add at the end).
+
+    Rows the database refused at write time become ``BulkRowError``s too; their values
+    come from ``staged`` (else the chunk's staged rows are read again).
+    """
+    results = sorted(results, key=lambda r: r.index)
+    counts = dict.fromkeys(LETTERS, 0)
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    failed = [r.index for r in results if r.status == ERROR]
+    if failed:
+        known = set(
+            BulkRowError.objects.filter(job=job, index__in=failed).values_list("index", flat=True)
+        )
+        late = [r for r in results if r.status == ERROR and r.index not in known]
+        if late:
+            if staged is None:
+                kept = BulkChunk.objects.only("staged", "duplicates").get(pk=chunk.pk)
+                staged = load_staged(batch_for(job), kept)
+            rows = {r.index: r for r in staged.rows}
+            BulkRowError.objects.bulk_create(
+                [row_error(job, rows[r.index], r.errors) for r in late if r.index in rows]
+            )
+    now = timezone.now()
+    changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.VALIDATED).update(
+        state=BulkChunk.DONE,
+        outcome=outcome_of(chunk, results),
+        staged="",  # retention: the rows go once written; errors and counts stay
+        source="",
+        keys="",
+        created=counts[CREATED],
+        updated=counts[UPDATED],
+        deleted=counts[DELETED],
+        errors=counts[ERROR],
+        rolled_back=counts[ROLLED_BACK],
+        done_at=now,
+        claimed_by="",
+        error="",
+    )
+    if not changed:
+        raise Superseded
+    written = {
+        "rows_written": len(results),
+        "created": counts[CREATED],
+        "updated": counts[UPDATED],
+        "deleted": counts[DELETED],
+        "errors": counts[ERROR],
+        "rolled_back": counts[ROLLED_BACK],
+        "chunks_done": 1,
+    }
+    if totals is not None:
+        for name, value in written.items():
+            totals[name] = totals.get(name, 0) + value
+        return
+    add_to_job(job, written)
+
+
+def add_to_job(job: BulkJob, counts: dict[str, int]) -> None:
+    """Add a written chunk's counts to the job's, and finish the job if it was the last
+    (the update locks the job's row until the chunk commits: no count comes after)."""
+    BulkJob.objects.filter(pk=job.pk).update(
+        progress_at=timezone.now(), **{name: F(name) + value for name, value in counts.items()}
+    )
+    finish_if_written(job.pk)
+
+
+def row_labels(first_row: int | None, rows: list[Any], refs: list[Any]) -> dict[str, Any] | None:
+    """The chunk's row numbers and refs, when they cannot be derived from ``first_row``."""
+    regular = (first_row is None and all(r is None for r in rows)) or (
+        first_row is not None and rows == list(range(first_row, first_row + len(rows)))
+    )
+    labels = {
+        "rows": None if regular else rows,
+        "refs": codec.jsonb_safe(refs) if any(ref is not None for ref in refs) else None,
+    }
+    return labels if any(v is not None for v in labels.values()) else None
+
+
+def outcome_of(chunk: BulkChunk, results: list[RowResult]) -> dict[str, Any]:
+    """One status letter per row, the ids of the rows written, and row numbers and refs
+    where they cannot be derived from the chunk."""
+    return {
+        "s": "".join(LETTERS[r.status] for r in results),
+        "ids": [codec.jsonb_safe(r.id) for r in results if r.status in (CREATED, UPDATED, DELETED)],
+        **(
+            row_labels(chunk.first_row, [r.row for r in results], [r.ref for r in results])
+            or {"rows": None, "refs": None}
+        ),
+    }
+
+
+def write_all(job_id: Any) -> None:
+    """Write every chunk in one transaction (atomic=all)."""
+    progress = {"rows": 0}
+
+    def report() -> dict[str, Any]:
+        return {"rows_written": progress["rows"]}
+
+    run_job_task(job_id, BulkJob.STAGE_WRITE, lambda job: _write_all(job, progress), report)
+
+
+def _write_all(job: BulkJob, progress: dict[str, int]) -> None:
+    batch = batch_for(job)
+    chunks = list(job.chunks.order_by("index").only("pk", "index", "start", "size", "first_row"))
+    by_index = {chunk.index: chunk for chunk in chunks}
+
+    def staged_chunks() -> Iterator[Any]:
+        # A one-shot iterator: the engine keeps the chunks in a spool file of its own
+        # while it writes, so the job never holds every row in memory.
+        for chunk in chunks:
+            yield load_staged(
+                batch, BulkChunk.objects.only("staged", "duplicates").get(pk=chunk.pk)
+            )
+
+    def on_progress(stage: str, done: int) -> None:
+        progress["rows"] = done
+
+    # The job's row is updated once, with the last chunk: the heartbeat thread reports
+    # the progress on it meanwhile, through its own connection, and must not wait.
+    totals: dict[str, int] = {}
+    last = chunks[-1].index if chunks else None
+
+    def mark(results: list[RowResult]) -> None:
+        chunk = by_index[results[0].index // job.chunk_size]  # every chunk but the last is full
+        if chunk.index == 0:
+            totals.clear()  # a new transaction: the rolled-back one's counts are gone
+        record_written(job, chunk, results, totals=totals)
+        if chunk.index == last:
+            add_to_job(job, totals)
+
+    results = batch.write_all(staged_chunks(), in_transaction=mark, on_progress=on_progress)
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()
+
+
+# -- resuming a stage -----------------------------------------------------------------
+
+
+def resume_stage(job: BulkJob, *, force: bool = False) -> None:
+    """Send the tasks of the job's current stage that are not done (on commit)."""
+    if job.stage == BulkJob.STAGE_READ:
+        dispatch([Task("read_source", str(job.pk), "read")], force=force)
+    elif job.stage == BulkJob.STAGE_VALIDATE:
+        pending = list(job.chunks.filter(state=BulkChunk.NEW).values_list("index", flat=True))
+        job.chunks.filter(index__in=pending).update(heartbeat=timezone.now(), claimed_by="")
+        dispatch([Task("validate_chunk", str(job.pk), "validate", i) for i in pending], force=force)
+        transaction.on_commit(lambda: after_validation(job.pk), using=using())
+    elif job.stage == BulkJob.STAGE_CHECK:
+        dispatch([Task("check_duplicates", str(job.pk), "check")], force=force)
+    elif job.stage == BulkJob.STAGE_WRITE:
+        dispatch(write_tasks(job), force=force)
+        transaction.on_commit(lambda: finish_if_written(job.pk), using=using())
+
+
+# -- retries ---------------------------------------------------------------------------
+
+
+def worn_out(chunk: BulkChunk, holder: str, stage: str) -> bool:
+    """Fail a chunk whose workers keep dying on it (a row that exhausts memory, say)
+    rather than hand it to worker after worker."""
+    tries = bulkops_settings.CHUNK_RETRIES + 1
+    if chunk.attempts <= tries:
+        return False
+    last = f" The last error was: {chunk.error}" if chunk.error else ""
+    fail_chunk(
+        chunk,
+        holder,
+        stage=stage,
+        reason=f"It was started {chunk.attempts - 1} times and never finished "
+        f"(its worker was killed or ran out of memory).{last}",
+    )
+    return True
+
+
+def with_retries(chunk: BulkChunk, work: Callable[[], None]) -> None:
+    """``work()``, tried again after transient database errors with exponential backoff,
+    at most ``CHUNK_RETRIES`` times; then ``ChunkFailed`` with the last error."""
+    retries = bulkops_settings.CHUNK_RETRIES
+    attempt = 0
+    while True:
+        try:
+            work()
+            return
+        except TRANSIENT_ERRORS as exc:
+            close_connection()
+            attempt += 1
+            reason = describe(exc)
+            if attempt > retries:
+                raise ChunkFailed(
+                    f"{reason} (tried {attempt} times; the database kept failing)."
+                ) from exc
+            logger.warning(
+                "bulkops job %s chunk %s: %s; retrying (%s of %s)",
+                chunk.job_id,
+                chunk.index,
+                reason,
+                attempt,
+                retries,
+            )
+            time.sleep(backoff(attempt))
+            BulkChunk.objects.filter(pk=chunk.pk).update(
+                attempts=F("attempts") + 1, heartbeat=timezone.now(), error=reason
+            )

@@ -1,0 +1,52 @@
+"""Stage steps on their own: what a step does with a chunk or job in a given state."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from bulkops.jobs import services, stages
+from bulkops.jobs.models import BulkChunk, BulkJob
+from bulkops.jobs.queue import get_queue, task_id
+from tests.jobs.factories import make_job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_chunk_whose_workers_keep_dying_fails_with_the_reason(settings):
+    settings.BULKOPS = {"CHUNK_RETRIES": 3}
+    job = make_job(chunks=2, status=BulkJob.VALIDATING, stage=BulkJob.STAGE_VALIDATE)
+    BulkChunk.objects.filter(job=job, index=1).update(attempts=4, error="MemoryError")
+
+    stages.validate_chunk(job.pk, 1)
+
+    chunk = job.chunks.get(index=1)
+    job.refresh_from_db()
+    assert chunk.state == BulkChunk.FAILED and chunk.failed_stage == "validate"
+    assert "started 4 times and never finished" in chunk.error and "MemoryError" in chunk.error
+    assert job.status == BulkJob.FAILED and "Chunk 2 (items 10-19)" in job.error
+
+
+def test_a_step_delivered_for_a_done_chunk_does_nothing():
+    job = make_job(chunks=1, chunk_state=BulkChunk.DONE, status=BulkJob.RUNNING, stage="write")
+    stages.write_chunk(job.pk, 0)
+    assert job.chunks.get().attempts == 0  # not even claimed
+
+
+def test_an_unexpected_error_fails_the_job_instead_of_going_round(rq_queue):
+    job = make_job(
+        status=BulkJob.VALIDATING, stage=BulkJob.STAGE_CHECK, serializer="nowhere.Serializer"
+    )
+    with pytest.raises(ImportError):
+        stages.check_duplicates(job.pk)
+    job.refresh_from_db()
+    assert job.status == BulkJob.FAILED
+    assert job.error.startswith("The job stopped on an unexpected error: ")
+    assert job.lease == ""
+
+
+def test_retry_runs_a_failed_job_wide_step_again(rq_queue):
+    ann = get_user_model().objects.create_user("ann")
+    job = make_job(user=ann, status=BulkJob.FAILED, stage=BulkJob.STAGE_CHECK, error="lost it")
+    services.retry_failed_chunks(job=job, user=ann)
+    job.refresh_from_db()
+    assert (job.status, job.error) == (BulkJob.VALIDATING, "")
+    assert get_queue().job_ids == [task_id(job.pk, "check")]
