@@ -24,6 +24,7 @@ from django.db import connections, transaction
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 
+from ..compat import django_request
 from .envelope import SubRequest
 from .targets import Target
 
@@ -96,7 +97,7 @@ class Caller:
     """Calls views on behalf of the batch request ``request``."""
 
     def __init__(self, request: Request) -> None:
-        original = request._request
+        original = django_request(request)
         self.environ = {k: v for k, v in original.META.items() if k not in NOT_INHERITED}
         # The batch answers JSON: every view is asked for JSON.
         self.environ["HTTP_ACCEPT"] = "application/json"

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ..compat import django_request
 from ..conf import bulkops_settings
 from ..envelope import read_body
 from ..exceptions import BulkOpsError
@@ -54,7 +55,7 @@ class BatchView(APIView):
         if self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
             raise UnsupportedMediaType(request.content_type)
         policy = self.get_url_policy()
-        body = read_body(request._request, limit=bulkops_settings.MAX_BYTES)
+        body = read_body(django_request(request), limit=bulkops_settings.MAX_BYTES)
         envelope = parse_batch_envelope(
             body, policy=policy, max_requests=bulkops_settings.MAX_BATCH_REQUESTS
         )
@@ -74,7 +75,7 @@ class BatchView(APIView):
             api_prefix=self.api_prefix,
             batch_path=self.request.path_info,
             batch_class=BatchView,
-            urlconf=getattr(self.request._request, "urlconf", None),
+            urlconf=getattr(django_request(self.request), "urlconf", None),
         )
 
     def handle_exception(self, exc: Exception) -> Response:

@@ -33,6 +33,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 from rest_framework.response import Response
 
+from bulkops.compat import django_request
 from bulkops.conf import bulkops_settings
 from bulkops.envelope import (
     IDEMPOTENCY_KEY,
@@ -129,7 +130,7 @@ class AsyncBulkMixin:
             max_items = max(sync_items, settings.MAX_ASYNC_ITEMS)
         else:
             max_bytes, max_items = sync_bytes, sync_items
-        body = read_body(request._request, limit=max_bytes)
+        body = read_body(django_request(request), limit=max_bytes)
         envelope = parse_envelope(
             body,
             mode=view.get_bulk_mode() or "create",
