@@ -225,26 +225,48 @@ def _still(job_id: Any, status: str) -> bool:
 
 
 def validate_chunk(job_id: Any, index: int) -> None:
+    run_chunk(
+        job_id,
+        index,
+        state=BulkChunk.NEW,
+        status=BulkJob.VALIDATING,
+        stage=BulkJob.STAGE_VALIDATE,
+        work=_validate,
+    )
+
+
+def run_chunk(
+    job_id: Any,
+    index: int,
+    *,
+    state: str,
+    status: str,
+    stage: str,
+    work: Callable[[BulkJob, BulkChunk], None],
+) -> None:
+    """Claim chunk ``index`` in ``state`` and do ``work`` on it while the job is ``status``,
+    under a heartbeat, retrying what may be retried; a chunk that cannot be done is failed
+    with its reason, and an unexpected error is re-raised for RQ to record as well."""
     holder = new_holder()
-    chunk = claim_chunk(job_id, index, state=BulkChunk.NEW, holder=holder)
+    chunk = claim_chunk(job_id, index, state=state, holder=holder)
     if chunk is None:
         return
     job = BulkJob.objects.get(pk=job_id)
-    if job.status != BulkJob.VALIDATING:
+    if job.status != status:
         release_chunk(chunk, holder)
         return
-    if worn_out(chunk, holder, BulkJob.STAGE_VALIDATE):
+    if worn_out(chunk, holder, stage):
         return
     with Heartbeat(holder=holder, chunk=chunk):
         try:
-            with_retries(chunk, lambda: _validate(job, chunk))
+            with_retries(chunk, lambda: work(job, chunk))
         except Superseded:
             return
         except ChunkFailed as exc:
-            fail_chunk(chunk, holder, stage=BulkJob.STAGE_VALIDATE, reason=str(exc))
+            fail_chunk(chunk, holder, stage=stage, reason=str(exc))
             return
         except Exception as exc:
-            fail_chunk(chunk, holder, stage=BulkJob.STAGE_VALIDATE, reason=describe(exc))
+            fail_chunk(chunk, holder, stage=stage, reason=describe(exc))
             raise
 
 
@@ -380,27 +402,14 @@ def write_tasks(job: BulkJob, *, chunks: list[int] | None = None) -> list[Task]:
 
 def write_chunk(job_id: Any, index: int) -> None:
     """Write one chunk (atomic chunk/none): its rows and its ``done`` mark in one transaction."""
-    holder = new_holder()
-    chunk = claim_chunk(job_id, index, state=BulkChunk.VALIDATED, holder=holder)
-    if chunk is None:
-        return
-    job = BulkJob.objects.get(pk=job_id)
-    if job.status != BulkJob.RUNNING:
-        release_chunk(chunk, holder)
-        return
-    if worn_out(chunk, holder, BulkJob.STAGE_WRITE):
-        return
-    with Heartbeat(holder=holder, chunk=chunk):
-        try:
-            with_retries(chunk, lambda: _write(job, chunk))
-        except Superseded:
-            return
-        except ChunkFailed as exc:
-            fail_chunk(chunk, holder, stage=BulkJob.STAGE_WRITE, reason=str(exc))
-            return
-        except Exception as exc:
-            fail_chunk(chunk, holder, stage=BulkJob.STAGE_WRITE, reason=describe(exc))
-            raise
+    run_chunk(
+        job_id,
+        index,
+        state=BulkChunk.VALIDATED,
+        status=BulkJob.RUNNING,
+        stage=BulkJob.STAGE_WRITE,
+        work=_write,
+    )
 
 
 def load_staged(batch: Any, chunk: BulkChunk) -> Any:
