@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from benchdb import ensure_database, setup_django
 from rest_bulk import (
     HOST,
     Client,
+    listening_socket,
     percentile,
     shown_url,
     start_server,
@@ -210,12 +210,6 @@ def run_phase(client: BenchClient, phase: str, ops: list[dict]) -> float:
     return batch(client, ops, mode=phase)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="timed rounds of every phase")
@@ -233,10 +227,11 @@ def main() -> None:
     from bulkops.conf import bulkops_settings
 
     concurrency = bulkops_settings.BATCH_CONCURRENCY
-    port = free_port()
-
     with tempfile.TemporaryFile(mode="w+") as log:
-        server = start_server(args.database_url, port, log)
+        # gunicorn takes over a socket this process already listens on: no port race.
+        sock = listening_socket(0)
+        port = sock.getsockname()[1]
+        server = start_server(args.database_url, sock, log)
         try:
             wait_until_ready(server, port, token)
             print(
@@ -253,6 +248,7 @@ def main() -> None:
             raise
         finally:
             stop_server(server)
+            sock.close()
             empty_tables()
             from django.db import connections
 
