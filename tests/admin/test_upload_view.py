@@ -8,6 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from openpyxl import load_workbook
 
+from bulkops.jobs.models import BulkJob
 from tests.admin.conftest import make_staff
 from tests.admin.files import BAD_FILES, bad_file
 
@@ -196,6 +197,7 @@ def test_bad_files_get_one_clear_message_and_no_job(admin_client, kind):
     shown = messages_of(response) + [text for errors in form_errors for text in errors]
     assert any(phrase in text for text in shown), shown
     assert response.context["form"].is_bound  # the form is shown again, with the options
+    assert not BulkJob.objects.exists()
 
 
 def test_files_over_the_upload_limit_are_refused_before_reading(admin_client, settings):

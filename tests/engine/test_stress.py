@@ -30,7 +30,7 @@ pytestmark = [
 ]
 
 WRITERS = 4
-SECONDS = float(os.environ.get("BULKOPS_STRESS_SECONDS", "12"))
+SECONDS = float(os.environ.get("BULKOPS_STRESS_SECONDS", "20"))
 GIVEN_UP = "The database could not write this chunk"
 
 AUDIT = """

@@ -180,6 +180,52 @@ def test_a_confirmed_job_waits_can_be_fixed_in_place_then_writes(tmp_path, ann, 
     assert Product.objects.filter(sku="FIXED-17").exists()
 
 
+def test_what_changed_while_the_job_waited_is_caught_at_write_time(tmp_path, ann, media_root):
+    """Nothing is validated again after ``validated``: the write itself reports a target
+    deleted and a key taken meanwhile on their rows, and writes the rest."""
+    catalog(products=0)
+    finished(start_products(ann, write_csv(tmp_path / "p.csv", PRODUCT_HEADER, product_rows(6))))
+    rows = product_rows(6)
+    for row in rows:
+        row[1] = "Renamed"
+    job = finished(
+        start_products(
+            ann, write_csv(tmp_path / "q.csv", PRODUCT_HEADER, rows), mode="update", confirm=True
+        )
+    )
+    later = finished(
+        start_products(
+            ann,
+            write_csv(tmp_path / "r.csv", PRODUCT_HEADER, product_rows(3, prefix="L")),
+            confirm=True,
+        )
+    )
+    assert (job.status, job.invalid_rows, later.status, later.invalid_rows) == (
+        BulkJob.VALIDATED,
+        0,
+        BulkJob.VALIDATED,
+        0,
+    )
+
+    Product.objects.filter(sku="N-2").delete()  # another writer, after validation
+    Product.objects.create(
+        sku="L-1", name="Competitor", price=1, category=Product.objects.first().category
+    )
+    services.confirm_job(job=job, user=ann)
+    services.confirm_job(job=later, user=ann)
+
+    job, later = finished(job), finished(later)
+    assert (job.status, job.updated, job.errors) == (BulkJob.PARTIAL, 5, 1)
+    assert list(job.row_errors.values_list("row", flat=True)) == [4]
+    assert set(Product.objects.filter(sku__startswith="N-").values_list("name", flat=True)) == {
+        "Renamed"
+    }
+    assert (later.status, later.created, later.errors) == (BulkJob.PARTIAL, 2, 1)
+    error = later.row_errors.get()
+    assert error.row == 3 and "already exists" in str(error.errors)
+    assert Product.objects.get(sku="L-1").name == "Competitor"
+
+
 def test_a_dry_run_writes_nothing_and_predicts(tmp_path, ann, media_root):
     catalog(products=0)
     path = write_csv(tmp_path / "p.csv", PRODUCT_HEADER, product_rows(12))
