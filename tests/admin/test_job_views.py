@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from openpyxl import load_workbook
@@ -340,11 +341,12 @@ def test_changelist_filters(admin_client, owner, query, expected):
 def test_changelist_columns_and_progress(admin_client, owner):
     make_job(owner, rows=1234)
     html = admin_client.get("/admin/bulkops/bulkjob/").content.decode()
-    for column in ("status", "model", "user", "source", "rows", "progress", "created at"):
+    for column in ("status", "model", "user", "source", "rows", "progress", "created"):
         assert f">{column.capitalize()}<" in html or f">{column}<" in html.lower(), column
     assert '<progress max="100" value="100.0" aria-label="waiting for confirmation">' in html
     assert "100% · waiting for confirmation" in html
     assert "1,234" in html
+    assert re.search(r'<time datetime="[^"]+" title="[^"]+">\w{3} \d{1,2}, \d\d:\d\d</time>', html)
 
 
 def test_cancel_action_on_the_changelist(admin_client, owner):
