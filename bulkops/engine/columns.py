@@ -37,6 +37,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import SkipField, empty, get_error_detail
 
+from ..compat import WRITABLE_FIELDS
 from . import serializer as engine_serializer
 from .column_choice import column_for
 from .column_strategies import DEFER, FAIL, SKIP, Column, Outcome
@@ -64,7 +65,7 @@ class ColumnPlan:
             and klass.set_value is serializers.Serializer.set_value
             and isinstance(serializer, serializers.Serializer)
         )
-        writable = list(serializer._writable_fields) if self.columnar else []
+        writable = list(getattr(serializer, WRITABLE_FIELDS)) if self.columnar else []
         self.fields = [(field.field_name, field.source_attrs, field) for field in writable]
         self.keys = [attrs[0] if attrs else None for _, attrs, _ in self.fields]
         self.flat = all(len(attrs) == 1 for _, attrs, _ in self.fields)
