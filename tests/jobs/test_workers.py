@@ -24,10 +24,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.models import Sum
 from rq import Worker as RQWorker
+from rq.job import Job as RQJob
 
 from bulkops.jobs import services
 from bulkops.jobs.models import BulkChunk, BulkJob
-from bulkops.jobs.queue import get_queue, send
+from bulkops.jobs.queue import get_queue, send, task_id
 from bulkops.jobs.stages import write_tasks
 from project.catalog.models import Order, Product
 from tests.jobs.conftest import FAST_HEALING, needs_postgres, wait_for, wait_job
@@ -178,6 +179,13 @@ def test_two_workers_share_a_job_and_no_chunk_is_applied_twice(tmp_path, ann, st
     assert_written_once(job, 6000)
     workers = RQWorker.all(queue=get_queue())
     assert len(workers) == 2 and all(w.successful_job_count > 0 for w in workers)
+    # Validation too is spread: each worker validated some of the 24 chunks.
+    connection = get_queue().connection
+    validated_by = {
+        RQJob.fetch(task_id(job.pk, "validate", index), connection=connection).worker_name
+        for index in range(24)
+    }
+    assert validated_by == {w.name for w in workers}
 
 
 def test_a_dropped_database_connection_retries_the_chunk(tmp_path, ann, start_worker):
