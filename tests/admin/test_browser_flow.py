@@ -232,3 +232,29 @@ def test_bad_files_get_an_admin_message(page, live_server, shots, tmp_path, tool
     expect(page.get_by_role("heading", name="Import products from a spreadsheet")).to_be_visible()
     assert BulkJob.objects.count() == 0
     shots(page, f"bad-file-{kind.replace(' ', '-')}", phone=False)
+
+
+def test_the_progress_bar_follows_the_job_without_reloading(page, live_server):
+    """The job page polls its status: the bar moves as chunks commit, with no reload; a
+    change of status reloads the page to show the outcome."""
+    from tests.admin.jobs import make_job
+
+    clerk = make_staff("clerk", "catalog.add_product", "catalog.view_product")
+    job = make_job(clerk, rows=1000, status=BulkJob.RUNNING)
+    BulkJob.objects.filter(pk=job.pk).update(stage=BulkJob.STAGE_WRITE, rows_written=300)
+    log_in(page, live_server, "clerk")
+    page.goto(f"{live_server.url}/admin/bulkops/bulkjob/{job.pk}/change/")
+    bar = page.locator("progress#bulkops-progress-bar")
+    expect(bar).to_have_attribute("value", "30")
+    page.evaluate("window.bulkopsSameDocument = true")
+
+    BulkJob.objects.filter(pk=job.pk).update(rows_written=700, created=700)
+    expect(bar).to_have_attribute("value", "70", timeout=10_000)
+    assert page.evaluate("window.bulkopsSameDocument === true")  # moved by polling
+
+    BulkJob.objects.filter(pk=job.pk).update(
+        status=BulkJob.COMPLETED, stage=BulkJob.STAGE_DONE, rows_written=1000, created=1000
+    )
+    expect(page.locator(".bulkops-outcome")).to_be_visible(timeout=10_000)
+    assert page.evaluate("window.bulkopsSameDocument === undefined")  # reloaded
+    expect(bar).to_have_attribute("value", "100")
