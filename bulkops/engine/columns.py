@@ -29,7 +29,7 @@ starts from empty caches.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -185,15 +185,64 @@ class ValidatedColumns:
         # (field position, its unique slots, which rows' cells note them)
         self._slotted = slotted or []
         self._by_row = list(zip(*outs, strict=True)) if outs and plan.flat else None
-        self._index = {id(row): index for index, row in enumerate(rows)}
+        self._index: dict[int, int] | None = None  # id(row) -> index, built if asked out of order
+        self._next = 0  # rows are usually asked in order: the index to try first
+        # Rows whose column-noted unique slots wait for ``deferred_keys`` (defer_notes()).
+        self.deferred: set[int] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def index_of(self, row: Any) -> int | None:
         """Where this very row object is in the chunk (``None``: not one of its rows)."""
-        index = self._index.get(id(row))
-        return index if index is not None and self.rows[index] is row else None
+        rows = self.rows
+        index = self._next
+        if index < len(rows) and rows[index] is row:  # the usual case: asked in order
+            self._next = index + 1
+            return index
+        if self._index is None:
+            self._index = {id(row): index for index, row in enumerate(rows)}
+        found = self._index.get(id(row))
+        return found if found is not None and rows[found] is row else None
+
+    def defer_notes(self) -> set[int]:
+        """Leave the unique slots of the rows answered from the columns unnoted; the
+        caller takes their keys for the whole chunk from ``deferred_keys`` and builds
+        a row's notes with ``column_notes`` only where it needs them (a row that fails,
+        or whose value is taken): a ``Noted`` per row and slot cost more than the
+        rest of such a row's validation. Returns the set the deferred rows go into."""
+        self.deferred = set()
+        return self.deferred
+
+    def column_notes(self, index: int) -> list[Noted]:
+        """The notes ``to_internal_value(index)`` would have made, in the same order."""
+        noted: list[Noted] = []
+        if self._by_row is not None:
+            values = self._by_row[index]
+            for k, slots, reached in self._slotted:
+                if reached[index]:
+                    _note(noted, slots, values[k])
+        return noted
+
+    def deferred_keys(self, indexes: Sequence[int]) -> Iterator[tuple[int, Any, Any]]:
+        """``(index, slot, key)`` of each unique slot the rows at ``indexes`` (deferred
+        ones) reached with a key: what ``column_notes`` would note, without the notes."""
+        for k, slots, reached in self._slotted:
+            column = self._outs[k]
+            for slot in slots:
+                check = slot.check
+                plain = check.plain
+                for index in indexes:
+                    if not reached[index]:
+                        continue
+                    value = column[index]
+                    if plain:
+                        if value is not None:
+                            yield index, slot, (value,)
+                    else:
+                        key = check.key_of_noted(value, None)
+                        if key is not None:
+                            yield index, slot, key
 
     def to_internal_value(self, index: int) -> dict:
         plan = self.plan
@@ -204,7 +253,9 @@ class ValidatedColumns:
             return serializer.to_internal_value(self.rows[index])
         if self._by_row is not None and index not in self._bad:
             values = self._by_row[index]
-            if self._slotted:
+            if self._slotted and self.deferred is not None:
+                self.deferred.add(index)
+            elif self._slotted:
                 noted = noted_list(plan.serializer)
                 for k, slots, reached in self._slotted:
                     if reached[index]:

@@ -34,7 +34,7 @@ from rest_framework.fields import empty
 from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-from .columns import ColumnPlan
+from .columns import ColumnPlan, ValidatedColumns
 from .errors import merged, non_field_key, plain_errors
 from .lookups import (
     AMBIGUOUS,
@@ -45,7 +45,7 @@ from .lookups import (
     lookup_value,
 )
 from .options import CREATE, DELETE, UPDATE, UPSERT
-from .outcome import RowOutcome, compose, validate_row
+from .outcome import Noted, RowOutcome, compose, validate_row
 from .protect import Protection, refusal_message
 from .rows import SourceRow
 from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
@@ -203,29 +203,36 @@ class ChunkValidator:
         for resolver in self.relations:
             resolver.prefetch(row.source for row in rows if row.index not in blocked)
         serializer = self.serializer
+        validated = [row for row in rows if row.index not in blocked]
+        columns: ValidatedColumns | None = None
+        deferred: set[int] = set()  # rows whose column notes wait for the chunk's check
         if self.column_plan.columnar:
             # Each field over the chunk at once; the serializer's to_internal_value
             # then answers a row from these columns (serializer._to_internal_value).
-            sources = [row.source for row in rows if row.index not in blocked]
-            serializer._bulkops_columns = self.column_plan.validate_columns(sources)
+            columns = self.column_plan.validate_columns([row.source for row in validated])
+            deferred = columns.defer_notes()
+            serializer._bulkops_columns = columns
         # An update row whose object is not there: its fields are validated, and no
         # more (there is no object to validate against, nor to be unique among).
         nameless = {r.index for r in rows if r.errors is not None} if self.mode == UPDATE else set()
         outcomes: dict[int, RowOutcome] = {}  # rows that failed, or noted unique values
         before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
-        for row in rows:
-            if row.index in blocked:
-                continue
+        for position, row in enumerate(validated):
             serializer.instance = row.instance
             serializer.initial_data = row.source
             outcome = validate_row(serializer, row.source, fields_only=row.index in nameless)
             if outcome.stage is None and row.errors is None:
                 self._stage_values(row, outcome.value, before)
             if outcome.stage is not None or outcome.noted:
+                if position in deferred:
+                    # This row's notes are read one by one: its column notes first,
+                    # where DRF's to_internal_value made them.
+                    deferred.remove(position)
+                    outcome.noted[:0] = columns.column_notes(position)  # type: ignore[union-attr]
                 outcome.value = None  # staged already; only the errors and notes are needed
                 outcomes[row.index] = outcome
         serializer.instance = serializer._bulkops_columns = None
-        taken = self._taken(rows, outcomes, nameless)
+        taken = self._taken(rows, outcomes, nameless, validated, columns)
         is_taken = lambda noted: id(noted) in taken  # noqa: E731
         order = self.field_order
         for row in rows:
@@ -299,10 +306,17 @@ class ChunkValidator:
         return attnames, relations
 
     def _taken(
-        self, rows: list[StagedRow], outcomes: dict[int, RowOutcome], nameless: set[int]
+        self,
+        rows: list[StagedRow],
+        outcomes: dict[int, RowOutcome],
+        nameless: set[int],
+        validated: list[StagedRow],
+        columns: ValidatedColumns | None,
     ) -> set[int]:
         """The noted unique values (``id()`` of each ``Noted``) the database holds for
-        another object: one query per unique check."""
+        another object: one query per unique check. The keys of rows whose column notes
+        were deferred (``ValidatedColumns.defer_notes``) are checked with the others; a
+        row whose key is taken then gets its notes, and an outcome to compose."""
         by_check: dict[str, dict[tuple, list[tuple[Any, Any]]]] = {}
         for row in rows:
             outcome = outcomes.get(row.index)
@@ -312,7 +326,13 @@ class ChunkValidator:
                 if noted.key is not None:
                     by_key = by_check.setdefault(noted.slot.check.name, {})
                     by_key.setdefault(noted.key, []).append((row.pk, noted))
+        if columns is not None and columns.deferred:
+            positions = sorted(p for p in columns.deferred if validated[p].index not in nameless)
+            for position, slot, key in columns.deferred_keys(positions):
+                by_key = by_check.setdefault(slot.check.name, {})
+                by_key.setdefault(key, []).append((validated[position].pk, (position, slot)))
         taken: set[int] = set()
+        late: dict[int, set[Any]] = {}  # position -> its deferred slots whose key is taken
         for check in self.unique_checks:
             keyed = by_check.get(check.name)
             if not keyed:
@@ -323,8 +343,16 @@ class ChunkValidator:
                 if owner is None:
                     continue
                 for pk, noted in named:
-                    if owner != pk:
+                    if owner == pk:
+                        continue
+                    if type(noted) is Noted:
                         taken.add(id(noted))
+                    else:
+                        late.setdefault(noted[0], set()).add(noted[1])
+        for position, slots in late.items():
+            notes = columns.column_notes(position)  # type: ignore[union-attr]
+            taken.update(id(n) for n in notes if n.slot in slots)
+            outcomes[validated[position].index] = RowOutcome(noted=notes)
         return taken
 
     def _batch_keys(
