@@ -224,25 +224,21 @@ class ValidatedColumns:
                     _note(noted, slots, values[k])
         return noted
 
-    def deferred_keys(self, indexes: Sequence[int]) -> Iterator[tuple[int, Any, Any]]:
-        """``(index, slot, key)`` of each unique slot the rows at ``indexes`` (deferred
-        ones) reached with a key: what ``column_notes`` would note, without the notes."""
+    def deferred_keys(self, indexes: Sequence[int]) -> Iterator[tuple[Any, list[int], list[Any]]]:
+        """Per unique slot, ``(slot, indexes, keys)``: the rows among ``indexes`` (deferred
+        ones) that reached it, and the key each would note there (``None``: none), as
+        ``column_notes`` would note them, a column at a time."""
         for k, slots, reached in self._slotted:
             column = self._outs[k]
+            kept = [index for index in indexes if reached[index]]
+            values = [column[index] for index in kept]
             for slot in slots:
                 check = slot.check
-                plain = check.plain
-                for index in indexes:
-                    if not reached[index]:
-                        continue
-                    value = column[index]
-                    if plain:
-                        if value is not None:
-                            yield index, slot, (value,)
-                    else:
-                        key = check.key_of_noted(value, None)
-                        if key is not None:
-                            yield index, slot, key
+                if check.plain:  # the value is the key
+                    keys = [None if value is None else (value,) for value in values]
+                else:
+                    keys = [check.key_of_noted(value, None) for value in values]
+                yield slot, kept, keys
 
     def to_internal_value(self, index: int) -> dict:
         plan = self.plan

@@ -45,7 +45,7 @@ from .lookups import (
     lookup_value,
 )
 from .options import CREATE, DELETE, UPDATE, UPSERT
-from .outcome import Noted, RowOutcome, compose, validate_row
+from .outcome import RowOutcome, compose, validate_row
 from .protect import Protection, refusal_message
 from .rows import SourceRow
 from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
@@ -326,29 +326,36 @@ class ChunkValidator:
                 if noted.key is not None:
                     by_key = by_check.setdefault(noted.slot.check.name, {})
                     by_key.setdefault(noted.key, []).append((row.pk, noted))
+        deferred: dict[str, list[tuple[Any, list[int], list[Any]]]] = {}
         if columns is not None and columns.deferred:
             positions = sorted(p for p in columns.deferred if validated[p].index not in nameless)
-            for position, slot, key in columns.deferred_keys(positions):
-                by_key = by_check.setdefault(slot.check.name, {})
-                by_key.setdefault(key, []).append((validated[position].pk, (position, slot)))
+            for slot, kept, keys in columns.deferred_keys(positions):
+                deferred.setdefault(slot.check.name, []).append((slot, kept, keys))
         taken: set[int] = set()
         late: dict[int, set[Any]] = {}  # position -> its deferred slots whose key is taken
         for check in self.unique_checks:
-            keyed = by_check.get(check.name)
-            if not keyed:
+            keyed = by_check.get(check.name, {})
+            wanted = set(keyed)
+            for _, _, keys in deferred.get(check.name, ()):
+                wanted.update(keys)
+            wanted.discard(None)
+            if not wanted:
                 continue
-            owners = check.existing(keyed)
+            owners = check.existing(wanted)
+            if not owners:
+                continue
             for key, named in keyed.items():
                 owner = owners.get(key)
                 if owner is None:
                     continue
                 for pk, noted in named:
-                    if owner == pk:
-                        continue
-                    if type(noted) is Noted:
+                    if owner != pk:
                         taken.add(id(noted))
-                    else:
-                        late.setdefault(noted[0], set()).add(noted[1])
+            for slot, kept, keys in deferred.get(check.name, ()):
+                for position, key in zip(kept, keys, strict=True):
+                    owner = None if key is None else owners.get(key)
+                    if owner is not None and owner != validated[position].pk:
+                        late.setdefault(position, set()).add(slot)
         for position, slots in late.items():
             notes = columns.column_notes(position)  # type: ignore[union-attr]
             taken.update(id(n) for n in notes if n.slot in slots)
