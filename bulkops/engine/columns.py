@@ -214,6 +214,19 @@ class ValidatedColumns:
         self.deferred = set()
         return self.deferred
 
+    def answered(self, index: int) -> tuple | None:
+        """The row's validated values, in ``plan.keys`` order, when the columns answer it
+        whole (``to_internal_value`` would zip them with the keys, noting nothing once
+        notes are deferred), else ``None``."""
+        if self._by_row is None or index in self._bad:
+            return None
+        if self._slotted and self.deferred is not None:
+            self.deferred.add(index)
+        elif self._slotted:
+            return None  # its notes are made by to_internal_value
+        self._next = index + 1
+        return self._by_row[index]
+
     def column_notes(self, index: int) -> list[Noted]:
         """The notes ``to_internal_value(index)`` would have made, in the same order."""
         noted: list[Noted] = []

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, models, router
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.fields import empty
+from rest_framework.fields import Field, empty
 from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -48,7 +48,13 @@ from .options import CREATE, DELETE, UPDATE, UPSERT
 from .outcome import RowOutcome, compose, validate_row
 from .protect import Protection, refusal_message
 from .rows import SourceRow
-from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
+from .serializer import (
+    SURROGATE_CHECK,
+    _to_internal_value,
+    batch_serializer_class,
+    field_plan,
+    noting_run_validators,
+)
 from .staged import StagedChunk, StagedRow
 from .unique import UniqueCheck, key_text, take_unique_checks
 
@@ -217,7 +223,21 @@ class ChunkValidator:
         nameless = {r.index for r in rows if r.errors is not None} if self.mode == UPDATE else set()
         outcomes: dict[int, RowOutcome] = {}  # rows that failed, or noted unique values
         before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
+        # Rows the columns answer whole, of a serializer whose own steps do nothing more
+        # (no validators, DRF's validate()), are new rows' values at once: what
+        # validate_row and _stage_values would make of them, without their steps.
+        whole = columns is not None and _columns_decide(serializer)
+        keys = cast(tuple[str, ...], tuple(self.column_plan.keys))  # all named when answered
+        shape = self._shape_of(keys) if whole else None
         for position, row in enumerate(validated):
+            if whole and row.instance is None and row.errors is None:
+                answer = columns.answered(position)  # type: ignore[union-attr]
+                if answer is not None:
+                    if shape is None:
+                        self._stage_values(row, dict(zip(keys, answer, strict=True)), before)
+                    else:
+                        self._stage_new(row, shape, answer)
+                    continue
             serializer.instance = row.instance
             serializer.initial_data = row.source
             outcome = validate_row(serializer, row.source, fields_only=row.index in nameless)
@@ -246,14 +266,34 @@ class ChunkValidator:
                 row.errors = merged(row.errors, errors)
         return {check.name: self._batch_keys(check, rows, before) for check in self.unique_checks}
 
+    def _shape_of(self, keys: tuple[str, ...]) -> Any:
+        shape = self._shapes.get(keys, _MISSING)
+        if shape is _MISSING:
+            shape = self._shapes[keys] = self._shape(keys)
+        return shape
+
+    def _stage_new(self, row: StagedRow, shape: Any, validated: tuple) -> None:
+        """``_stage_values`` of a new row whose validated values come in ``shape``'s
+        order (``shape`` not ``None``)."""
+        attnames, relations = shape
+        values = dict(zip(attnames, validated, strict=True))
+        related = None
+        for name, attname, target in relations:
+            value = values[attname]
+            if value is not None:
+                if related is None:
+                    related = {}
+                related[name] = value
+                values[attname] = getattr(value, target)
+        row.values = values
+        row.action = CREATE
+        row.related = related
+
     def _stage_values(
         self, row: StagedRow, validated: Any, before: dict[int, dict[str, Any]]
     ) -> None:
         """What a valid row writes: model attribute values, and the action."""
-        keys = tuple(validated)
-        shape = self._shapes.get(keys, _MISSING)
-        if shape is _MISSING:
-            shape = self._shapes[keys] = self._shape(keys)
+        shape = self._shape_of(tuple(validated))
         related = None
         if shape is None:  # two names for one attribute: in DRF's order, one by one
             attributes = self.attributes
@@ -556,6 +596,21 @@ def _stage(index: int, item: Any) -> tuple[StagedRow, dict[str, list[str]] | Non
         errors = {k: list(v) for k, v in item.errors.items()} if item.errors else None
         return StagedRow(index, item.row, item.ref, source=item.values), errors
     return StagedRow(index, source=item), None
+
+
+def _columns_decide(serializer: Any) -> bool:
+    """Whether ``validate_row`` of a dict the columns answer whole returns their values
+    as they are: DRF's empty-value step (a dict is not empty), no serializer validators,
+    DRF's own ``validate()``."""
+    klass = type(serializer)
+    return (
+        klass.to_internal_value is _to_internal_value
+        and klass.validate_empty_values is Field.validate_empty_values
+        and not serializer.read_only
+        and klass.run_validators is noting_run_validators
+        and not serializer.validators
+        and klass.validate is serializers.Serializer.validate
+    )
 
 
 def _errors_of(outcome: RowOutcome) -> dict[str, Any] | None:
