@@ -120,7 +120,8 @@ class Batch:
         if track_duplicates:
             self._tracking = True
             if staged.rows:
-                self._tracked.add(self.chunk_keys(staged), is_file_row=staged.rows[0].is_file_row)
+                # Read, not kept: the chunk's own lists, without chunk_keys' JSON-safe copy.
+                self._tracked.add(staged.keys, is_file_row=staged.rows[0].is_file_row)
             self._tracked_invalid += staged.invalid
         return staged
 
