@@ -17,7 +17,6 @@ gives the same results.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 from django.db import transaction
@@ -121,7 +120,8 @@ class Batch:
         if track_duplicates:
             self._tracking = True
             if staged.rows:
-                self._tracked.add(self.chunk_keys(staged), is_file_row=staged.rows[0].is_file_row)
+                # Read, not kept: the chunk's own lists, without chunk_keys' JSON-safe copy.
+                self._tracked.add(staged.keys, is_file_row=staged.rows[0].is_file_row)
             self._tracked_invalid += staged.invalid
         return staged
 
@@ -193,10 +193,18 @@ class Batch:
             return self._write_chunk(staged)
 
         def attempt() -> list[RowResult]:
-            with transaction.atomic(using=self.db):
-                results = self._write_chunk(staged)
+            try:
+                with transaction.atomic(using=self.db):
+                    results = self._write_chunk(staged)
+                    if in_transaction is not None:
+                        in_transaction(results)
+            except _ChunkRefused as refused:
+                # The chunk's transaction (its savepoint, in the caller's) rolled it back;
+                # what in_transaction writes of it commits in one of its own.
+                results = self._results(staged, refused.written, rolled_back=True)
                 if in_transaction is not None:
-                    in_transaction(results)
+                    with transaction.atomic(using=self.db):
+                        in_transaction(results)
             return results
 
         def give_up(exc: Exception) -> list[RowResult]:
@@ -216,17 +224,12 @@ class Batch:
         if self._writes_nothing(staged):
             rolled_back = staged.invalid > 0 and self.atomic == "chunk"
             return self._results(staged, Written(), rolled_back=rolled_back)
-        # Under atomic=chunk a refused row rolls the chunk back: a savepoint holds the
-        # rows, so what in_transaction writes after it still commits.
-        scope = transaction.atomic(using=self.db) if self.atomic == "chunk" else nullcontext()
-        try:
-            with scope:
-                written, objects = self._write_rows(staged)
-                if written.refused and self.atomic == "chunk":
-                    raise _ChunkRefused(written)
-                self._after_write(staged, written, objects)
-        except _ChunkRefused as refused:
-            return self._results(staged, refused.written, rolled_back=True)
+        written, objects = self._write_rows(staged)
+        if written.refused and self.atomic == "chunk":
+            # The whole chunk rolls back with the transaction write_chunk opened for it:
+            # no savepoint of its own around the rows (one per chunk is the statement's).
+            raise _ChunkRefused(written)
+        self._after_write(staged, written, objects)
         return self._results(staged, written, objects=objects)
 
     def _write_rows(self, staged: StagedChunk) -> tuple[Written, dict[int, Any] | None]:

@@ -29,7 +29,7 @@ starts from empty caches.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -186,15 +186,73 @@ class ValidatedColumns:
         # (field position, its unique slots, which rows' cells note them)
         self._slotted = slotted or []
         self._by_row = list(zip(*outs, strict=True)) if outs and plan.flat else None
-        self._index = {id(row): index for index, row in enumerate(rows)}
+        self._index: dict[int, int] | None = None  # id(row) -> index, built if asked out of order
+        self._next = 0  # rows are usually asked in order: the index to try first
+        # Rows whose column-noted unique slots wait for ``deferred_keys`` (defer_notes()).
+        self.deferred: set[int] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def index_of(self, row: Any) -> int | None:
         """Where this very row object is in the chunk (``None``: not one of its rows)."""
-        index = self._index.get(id(row))
-        return index if index is not None and self.rows[index] is row else None
+        rows = self.rows
+        index = self._next
+        if index < len(rows) and rows[index] is row:  # the usual case: asked in order
+            self._next = index + 1
+            return index
+        if self._index is None:
+            self._index = {id(row): index for index, row in enumerate(rows)}
+        found = self._index.get(id(row))
+        return found if found is not None and rows[found] is row else None
+
+    def defer_notes(self) -> set[int]:
+        """Leave the unique slots of the rows answered from the columns unnoted; the
+        caller takes their keys for the whole chunk from ``deferred_keys`` and builds
+        a row's notes with ``column_notes`` only where it needs them (a row that fails,
+        or whose value is taken): a ``Noted`` per row and slot cost more than the
+        rest of such a row's validation. Returns the set the deferred rows go into."""
+        self.deferred = set()
+        return self.deferred
+
+    def answered(self, index: int) -> tuple | None:
+        """The row's validated values, in ``plan.keys`` order, when the columns answer it
+        whole (``to_internal_value`` would zip them with the keys, noting nothing once
+        notes are deferred), else ``None``."""
+        if self._by_row is None or index in self._bad:
+            return None
+        if self._slotted and self.deferred is not None:
+            self.deferred.add(index)
+        elif self._slotted:
+            return None  # its notes are made by to_internal_value
+        self._next = index + 1
+        return self._by_row[index]
+
+    def column_notes(self, index: int) -> list[Noted]:
+        """The notes ``to_internal_value(index)`` would have made, in the same order."""
+        noted: list[Noted] = []
+        if self._by_row is not None:
+            values = self._by_row[index]
+            for k, slots, reached in self._slotted:
+                if reached[index]:
+                    _note(noted, slots, values[k])
+        return noted
+
+    def deferred_keys(self, indexes: Sequence[int]) -> Iterator[tuple[Any, list[int], list[Any]]]:
+        """Per unique slot, ``(slot, indexes, keys)``: the rows among ``indexes`` (deferred
+        ones) that reached it, and the key each would note there (``None``: none), as
+        ``column_notes`` would note them, a column at a time."""
+        for k, slots, reached in self._slotted:
+            column = self._outs[k]
+            kept = [index for index in indexes if reached[index]]
+            values = [column[index] for index in kept]
+            for slot in slots:
+                check = slot.check
+                if check.plain:  # the value is the key
+                    keys = [None if value is None else (value,) for value in values]
+                else:
+                    keys = [check.key_of_noted(value, None) for value in values]
+                yield slot, kept, keys
 
     def to_internal_value(self, index: int) -> dict:
         plan = self.plan
@@ -205,7 +263,9 @@ class ValidatedColumns:
             return serializer.to_internal_value(self.rows[index])
         if self._by_row is not None and index not in self._bad:
             values = self._by_row[index]
-            if self._slotted:
+            if self._slotted and self.deferred is not None:
+                self.deferred.add(index)
+            elif self._slotted:
                 noted = noted_list(plan.serializer)
                 for k, slots, reached in self._slotted:
                     if reached[index]:

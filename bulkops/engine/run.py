@@ -21,6 +21,7 @@ from rest_framework import serializers
 
 from ..results import BatchResult, RowResult
 from .batch import Batch, InTransaction, ProgressCallback, WriteHook
+from .collection import older_objects_frozen
 from .store import SpoolStore
 
 
@@ -87,6 +88,26 @@ def run_batch(
         mode=mode, atomic=batch.atomic, dry_run=dry_run, keep_results=keep_results, on_row=on_row
     )
 
+    with older_objects_frozen():
+        return _run(
+            batch,
+            result,
+            rows=rows,
+            dry_run=dry_run,
+            in_transaction=in_transaction,
+            on_progress=on_progress,
+        )
+
+
+def _run(
+    batch: Batch,
+    result: BatchResult,
+    *,
+    rows: Iterable[Any],
+    dry_run: bool,
+    in_transaction: InTransaction | None,
+    on_progress: ProgressCallback | None,
+) -> BatchResult:
     def progress(stage: str, done: int) -> None:
         if on_progress is not None:
             on_progress(stage, done)

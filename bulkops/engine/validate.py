@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, models, router
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.fields import empty
+from rest_framework.fields import Field, empty
 from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-from .columns import ColumnPlan
+from .columns import ColumnPlan, ValidatedColumns
 from .errors import merged, non_field_key, plain_errors
 from .lookups import (
     AMBIGUOUS,
@@ -48,7 +48,13 @@ from .options import CREATE, DELETE, UPDATE, UPSERT
 from .outcome import RowOutcome, compose, validate_row
 from .protect import Protection, refusal_message
 from .rows import SourceRow
-from .serializer import SURROGATE_CHECK, batch_serializer_class, field_plan
+from .serializer import (
+    SURROGATE_CHECK,
+    _to_internal_value,
+    batch_serializer_class,
+    field_plan,
+    noting_run_validators,
+)
 from .staged import StagedChunk, StagedRow
 from .unique import UniqueCheck, key_text, take_unique_checks
 
@@ -203,29 +209,50 @@ class ChunkValidator:
         for resolver in self.relations:
             resolver.prefetch(row.source for row in rows if row.index not in blocked)
         serializer = self.serializer
+        validated = [row for row in rows if row.index not in blocked]
+        columns: ValidatedColumns | None = None
+        deferred: set[int] = set()  # rows whose column notes wait for the chunk's check
         if self.column_plan.columnar:
             # Each field over the chunk at once; the serializer's to_internal_value
             # then answers a row from these columns (serializer._to_internal_value).
-            sources = [row.source for row in rows if row.index not in blocked]
-            serializer._bulkops_columns = self.column_plan.validate_columns(sources)
+            columns = self.column_plan.validate_columns([row.source for row in validated])
+            deferred = columns.defer_notes()
+            serializer._bulkops_columns = columns
         # An update row whose object is not there: its fields are validated, and no
         # more (there is no object to validate against, nor to be unique among).
         nameless = {r.index for r in rows if r.errors is not None} if self.mode == UPDATE else set()
         outcomes: dict[int, RowOutcome] = {}  # rows that failed, or noted unique values
         before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
-        for row in rows:
-            if row.index in blocked:
-                continue
+        # Rows the columns answer whole, of a serializer whose own steps do nothing more
+        # (no validators, DRF's validate()), are new rows' values at once: what
+        # validate_row and _stage_values would make of them, without their steps.
+        whole = columns is not None and _columns_decide(serializer)
+        keys = cast(tuple[str, ...], tuple(self.column_plan.keys))  # all named when answered
+        shape = self._shape_of(keys) if whole else None
+        for position, row in enumerate(validated):
+            if whole and row.instance is None and row.errors is None:
+                answer = columns.answered(position)  # type: ignore[union-attr]
+                if answer is not None:
+                    if shape is None:
+                        self._stage_values(row, dict(zip(keys, answer, strict=True)), before)
+                    else:
+                        self._stage_new(row, shape, answer)
+                    continue
             serializer.instance = row.instance
             serializer.initial_data = row.source
             outcome = validate_row(serializer, row.source, fields_only=row.index in nameless)
             if outcome.stage is None and row.errors is None:
                 self._stage_values(row, outcome.value, before)
             if outcome.stage is not None or outcome.noted:
+                if position in deferred:
+                    # This row's notes are read one by one: its column notes first,
+                    # where DRF's to_internal_value made them.
+                    deferred.remove(position)
+                    outcome.noted[:0] = columns.column_notes(position)  # type: ignore[union-attr]
                 outcome.value = None  # staged already; only the errors and notes are needed
                 outcomes[row.index] = outcome
         serializer.instance = serializer._bulkops_columns = None
-        taken = self._taken(rows, outcomes, nameless)
+        taken = self._taken(rows, outcomes, nameless, validated, columns)
         is_taken = lambda noted: id(noted) in taken  # noqa: E731
         order = self.field_order
         for row in rows:
@@ -239,14 +266,34 @@ class ChunkValidator:
                 row.errors = merged(row.errors, errors)
         return {check.name: self._batch_keys(check, rows, before) for check in self.unique_checks}
 
+    def _shape_of(self, keys: tuple[str, ...]) -> Any:
+        shape = self._shapes.get(keys, _MISSING)
+        if shape is _MISSING:
+            shape = self._shapes[keys] = self._shape(keys)
+        return shape
+
+    def _stage_new(self, row: StagedRow, shape: Any, validated: tuple) -> None:
+        """``_stage_values`` of a new row whose validated values come in ``shape``'s
+        order (``shape`` not ``None``)."""
+        attnames, relations = shape
+        values = dict(zip(attnames, validated, strict=True))
+        related = None
+        for name, attname, target in relations:
+            value = values[attname]
+            if value is not None:
+                if related is None:
+                    related = {}
+                related[name] = value
+                values[attname] = getattr(value, target)
+        row.values = values
+        row.action = CREATE
+        row.related = related
+
     def _stage_values(
         self, row: StagedRow, validated: Any, before: dict[int, dict[str, Any]]
     ) -> None:
         """What a valid row writes: model attribute values, and the action."""
-        keys = tuple(validated)
-        shape = self._shapes.get(keys, _MISSING)
-        if shape is _MISSING:
-            shape = self._shapes[keys] = self._shape(keys)
+        shape = self._shape_of(tuple(validated))
         related = None
         if shape is None:  # two names for one attribute: in DRF's order, one by one
             attributes = self.attributes
@@ -299,10 +346,17 @@ class ChunkValidator:
         return attnames, relations
 
     def _taken(
-        self, rows: list[StagedRow], outcomes: dict[int, RowOutcome], nameless: set[int]
+        self,
+        rows: list[StagedRow],
+        outcomes: dict[int, RowOutcome],
+        nameless: set[int],
+        validated: list[StagedRow],
+        columns: ValidatedColumns | None,
     ) -> set[int]:
         """The noted unique values (``id()`` of each ``Noted``) the database holds for
-        another object: one query per unique check."""
+        another object: one query per unique check. The keys of rows whose column notes
+        were deferred (``ValidatedColumns.defer_notes``) are checked with the others; a
+        row whose key is taken then gets its notes, and an outcome to compose."""
         by_check: dict[str, dict[tuple, list[tuple[Any, Any]]]] = {}
         for row in rows:
             outcome = outcomes.get(row.index)
@@ -312,12 +366,24 @@ class ChunkValidator:
                 if noted.key is not None:
                     by_key = by_check.setdefault(noted.slot.check.name, {})
                     by_key.setdefault(noted.key, []).append((row.pk, noted))
+        deferred: dict[str, list[tuple[Any, list[int], list[Any]]]] = {}
+        if columns is not None and columns.deferred:
+            positions = sorted(p for p in columns.deferred if validated[p].index not in nameless)
+            for slot, kept, keys in columns.deferred_keys(positions):
+                deferred.setdefault(slot.check.name, []).append((slot, kept, keys))
         taken: set[int] = set()
+        late: dict[int, set[Any]] = {}  # position -> its deferred slots whose key is taken
         for check in self.unique_checks:
-            keyed = by_check.get(check.name)
-            if not keyed:
+            keyed = by_check.get(check.name, {})
+            wanted = set(keyed)
+            for _, _, keys in deferred.get(check.name, ()):
+                wanted.update(keys)
+            wanted.discard(None)
+            if not wanted:
                 continue
-            owners = check.existing(keyed)
+            owners = check.existing(wanted)
+            if not owners:
+                continue
             for key, named in keyed.items():
                 owner = owners.get(key)
                 if owner is None:
@@ -325,6 +391,15 @@ class ChunkValidator:
                 for pk, noted in named:
                     if owner != pk:
                         taken.add(id(noted))
+            for slot, kept, keys in deferred.get(check.name, ()):
+                for position, key in zip(kept, keys, strict=True):
+                    owner = None if key is None else owners.get(key)
+                    if owner is not None and owner != validated[position].pk:
+                        late.setdefault(position, set()).add(slot)
+        for position, slots in late.items():
+            notes = columns.column_notes(position)  # type: ignore[union-attr]
+            taken.update(id(n) for n in notes if n.slot in slots)
+            outcomes[validated[position].index] = RowOutcome(noted=notes)
         return taken
 
     def _batch_keys(
@@ -521,6 +596,21 @@ def _stage(index: int, item: Any) -> tuple[StagedRow, dict[str, list[str]] | Non
         errors = {k: list(v) for k, v in item.errors.items()} if item.errors else None
         return StagedRow(index, item.row, item.ref, source=item.values), errors
     return StagedRow(index, source=item), None
+
+
+def _columns_decide(serializer: Any) -> bool:
+    """Whether ``validate_row`` of a dict the columns answer whole returns their values
+    as they are: DRF's empty-value step (a dict is not empty), no serializer validators,
+    DRF's own ``validate()``."""
+    klass = type(serializer)
+    return (
+        klass.to_internal_value is _to_internal_value
+        and klass.validate_empty_values is Field.validate_empty_values
+        and not serializer.read_only
+        and klass.run_validators is noting_run_validators
+        and not serializer.validators
+        and klass.validate is serializers.Serializer.validate
+    )
 
 
 def _errors_of(outcome: RowOutcome) -> dict[str, Any] | None:

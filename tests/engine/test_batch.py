@@ -530,3 +530,49 @@ def test_run_batch_hands_each_chunk_its_results_in_the_transaction(tools, atomic
         "all": ["rolled_back", "rolled_back", "rolled_back", "error", "rolled_back"],
     }[atomic]
     assert [r.status for r in result.results] == expected
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("atomic", ["none", "chunk"])
+def test_a_chunk_is_written_under_one_savepoint(atomic):
+    from django.test.utils import CaptureQueriesContext
+
+    Category.objects.create(name="Tools")
+    rows = [item(f"A-{i}") for i in range(120)]
+    with CaptureQueriesContext(connection) as queries:
+        result = run_batch(
+            serializer_class=ProductSerializer,
+            rows=rows,
+            mode="create",
+            atomic=atomic,
+            chunk_size=60,
+            keep_results=False,
+        )
+
+    assert result.succeeded == 120
+    savepoints = [q for q in queries.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) == 2  # one per chunk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_row_rolls_its_chunk_back_and_in_transaction_still_commits():
+    """atomic=chunk without a savepoint of the chunk's own: the refusal rolls back the
+    chunk's transaction, and the callback's results commit in a transaction of theirs."""
+    tools = Category.objects.create(name="Tools")
+    Product.objects.create(sku="TAKEN", name="n", category=tools, price=1, quantity=1)
+    batch = Batch(serializer_class=ProductSerializer, mode="create", atomic="chunk")
+    staged = batch.validate_chunk(0, [item("A"), item("TAKEN-LATER"), item("B")])
+    # Another writer takes a key between validation and the write.
+    Product.objects.create(sku="TAKEN-LATER", name="n", category=tools, price=1, quantity=1)
+    seen = []
+
+    def record(results):
+        seen.append([r.status for r in results])
+        Category.objects.create(name="Written by the callback")
+
+    results = batch.write_chunk(staged, record)
+
+    assert [r.status for r in results] == ["rolled_back", "error", "rolled_back"]
+    assert seen == [["rolled_back", "error", "rolled_back"]]
+    assert set(Product.objects.values_list("sku", flat=True)) == {"TAKEN", "TAKEN-LATER"}
+    assert Category.objects.filter(name="Written by the callback").exists()

@@ -1038,12 +1038,22 @@ def test_the_engine_validates_by_columns_with_the_same_staged_rows(name, mode):
         per_row.validator.column_plan.columnar = False
         answered = []
         original = ValidatedColumns.to_internal_value
+        original_whole = ValidatedColumns.answered
 
         def spy(self, index):
             answered.append(index)
             return original(self, index)
 
-        with mock.patch.object(ValidatedColumns, "to_internal_value", spy):
+        def spy_whole(self, index):  # a row answered whole, without to_internal_value
+            values = original_whole(self, index)
+            if values is not None:
+                answered.append(index)
+            return values
+
+        with (
+            mock.patch.object(ValidatedColumns, "to_internal_value", spy),
+            mock.patch.object(ValidatedColumns, "answered", spy_whole),
+        ):
             staged = outcome_of(by_columns.validate_chunk, rows)
         expected = outcome_of(per_row.validate_chunk, rows)
         assert staged == expected  # or the same exception escapes (DRF's: a huge int)
