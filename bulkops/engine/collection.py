@@ -31,3 +31,17 @@ def older_objects_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@contextmanager
+def no_collection() -> Iterator[None]:
+    """No garbage collection in the block: encoding or decoding a chunk makes thousands of
+    objects and no cycle, and a collection would walk every object the process holds,
+    every few hundred rows (it cost as much as validating the chunk)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

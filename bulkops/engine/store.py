@@ -9,32 +9,17 @@ memory. Jobs keep their chunks in the database, behind the same three calls.
 
 from __future__ import annotations
 
-import gc
 import json
 import pickle
 import struct
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import IO, Protocol
 
 from django.db import models
 
+from .collection import no_collection
 from .staged import StagedChunk, StagedRow
-
-
-@contextmanager
-def _no_collection() -> Iterator[None]:
-    """No garbage collection while a chunk is encoded or decoded: that makes thousands
-    of objects and no cycle, and a collection would walk every object the process
-    holds, every few hundred rows."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class ChunkStore(Protocol):
@@ -74,7 +59,7 @@ class JsonLinesStore:
             # Closed in close(); it lives across many appends and reads.
             self._file = tempfile.TemporaryFile(prefix="bulkops-")  # noqa: SIM115
         self._file.seek(0, 2)
-        with _no_collection():
+        with no_collection():
             # json.dumps writes ASCII (non-ASCII text as \u escapes): one line per chunk.
             line = json.dumps(chunk.to_json(), separators=(",", ":")).encode("ascii")
         self._file.write(line)
@@ -93,7 +78,7 @@ class JsonLinesStore:
             if not line:
                 return
             position = file.tell()
-            with _no_collection():
+            with no_collection():
                 chunk = from_json(json.loads(line), model=model)
             yield chunk
 
@@ -128,7 +113,7 @@ class PickledStore:
             (r.index, r.row, r.ref, r.action, r.pk, r.values, r.errors, r.source)
             for r in chunk.rows
         ]
-        with _no_collection():
+        with no_collection():
             try:
                 tag = self._PICKLED
                 data = pickle.dumps((chunk.start, rows, chunk.keys), pickle.HIGHEST_PROTOCOL)
@@ -153,7 +138,7 @@ class PickledStore:
             tag, size = header.unpack(head)
             data = file.read(size)
             position = file.tell()
-            with _no_collection():
+            with no_collection():
                 if tag == self._JSON:
                     chunk = StagedChunk.from_json(json.loads(data), model=self.model)
                 else:

@@ -11,30 +11,14 @@ replaced, dates and Decimals as text.
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from bulkops.engine import tagged
+from bulkops.engine.collection import no_collection
 
 PLAIN = "p"
 TAGGED = "t"
-
-
-@contextmanager
-def no_collection() -> Iterator[None]:
-    """No garbage collection while a chunk is encoded or decoded: that makes thousands of
-    objects and no cycle, and a collection would walk every object the process holds,
-    every few hundred rows (it cost as much as validating the chunk)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def dumps(rows: Any) -> str:

@@ -39,6 +39,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from bulkops.conf import bulkops_settings
+from bulkops.engine.collection import no_collection
 from bulkops.exceptions import BulkOpsError
 from bulkops.results import CREATED, DELETED, ERROR, ROLLED_BACK, UPDATED, RowResult
 
@@ -277,7 +278,7 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
     rows = [SourceRow(*row) for row in codec.loads(chunk.source)]
     staged = batch.validate_chunk(start=chunk.start, rows=rows, track_duplicates=False)
     keys = batch.chunk_keys(staged)
-    with codec.no_collection():
+    with no_collection():
         staged_text = json.dumps(staged.to_json(), separators=(",", ":"))
     invalid = [r for r in staged.rows if r.errors]
     now = timezone.now()
@@ -415,7 +416,7 @@ def write_chunk(job_id: Any, index: int) -> None:
 def load_staged(batch: Any, chunk: BulkChunk) -> Any:
     from bulkops.engine import StagedChunk
 
-    with codec.no_collection():
+    with no_collection():
         staged = StagedChunk.from_json(json.loads(chunk.staged), model=batch.model)
     if chunk.duplicates:
         errors = {int(position): e for position, e in json.loads(chunk.duplicates).items()}
