@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework.settings import api_settings
+
+if TYPE_CHECKING:
+    from .staged import StagedRow
 
 RowErrors = dict[str, Any]
 
@@ -48,3 +51,10 @@ def merged(errors: RowErrors | None, extra: Mapping[str, Any]) -> RowErrors:
 def label_of(position: int, *, is_file_row: bool) -> str:
     """How a message names another row: by its spreadsheet row number, or its index."""
     return f"row {position}" if is_file_row else f"item {position}"
+
+
+def add_error(row: StagedRow, field: str, message: str) -> None:
+    """Add ``message`` to ``row``'s errors of ``field``."""
+    if row.errors is None:
+        row.errors = {}
+    row.errors.setdefault(field, []).append(message)

@@ -30,7 +30,7 @@ class RowObjects:
         self.model = validator.model
         self.db = validator.db
         self.manager = self.model._base_manager.db_manager(validator.db)
-        self.relations = validator.select_related
+        self.relations = validator.targets.select_related
 
     def _fetch(self, pks: Iterable[Any]) -> dict[Any, models.Model]:
         wanted = list(pks)

@@ -21,32 +21,25 @@ chunks may be validated in any order, by any worker.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import connections, models, router
+from django.db import models, router
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
 from rest_framework.fields import Field, empty
 from rest_framework.relations import ManyRelatedField, PrimaryKeyRelatedField, SlugRelatedField
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from .attributes import Attributes
 from .columns import ColumnPlan, ValidatedColumns
-from .errors import merged, non_field_key, plain_errors
+from .errors import add_error, merged, non_field_key
 from .lookups import (
-    AMBIGUOUS,
     RelationResolver,
-    filter_in,
     guard_related_fields,
-    in_batches,
-    lookup_value,
 )
 from .options import CREATE, DELETE, UPDATE, UPSERT
 from .outcome import RowOutcome, compose, validate_row
-from .protect import Protection, refusal_message
 from .rows import SourceRow
 from .serializer import (
     SURROGATE_CHECK,
@@ -56,16 +49,10 @@ from .serializer import (
     noting_run_validators,
 )
 from .staged import StagedChunk, StagedRow
+from .targets import Targets
 from .unique import UniqueCheck, key_text, take_unique_checks
 
-_MISSING = object()
 TARGET = "target"  # the constraint name of "one object, named by two rows"
-
-
-def add_error(row: StagedRow, field: str, message: str) -> None:
-    if row.errors is None:
-        row.errors = {}
-    row.errors.setdefault(field, []).append(message)
 
 
 class ChunkValidator:
@@ -105,26 +92,18 @@ class ChunkValidator:
                 f"Upsert needs a natural key for {self.model.__name__}: set "
                 f"natural_key = ('field',) on {serializer_class.__name__}.Meta."
             )
-        opts = self.model._meta
-        self.key_fields = [opts.get_field(name) for name in self.natural_key]
-        for field in self.key_fields:
-            if field.is_relation:
-                raise ImproperlyConfigured(
-                    f"natural_key field {field.name!r} of {self.model.__name__} is a relation; "
-                    "name the object by its own unique fields."
-                )
-        self.select_related = [
-            f.name for f in opts.concrete_fields if f.many_to_one or f.one_to_one
-        ]
-        # Validated data name -> (attribute name, attribute of the related object or None).
-        self.attributes: dict[str, tuple[str, str | None]] = {}
-        for f in opts.concrete_fields:
-            if f.is_relation:
-                self.attributes[f.name] = (f.attname, f.target_field.attname)  # type: ignore[union-attr]
-            self.attributes.setdefault(f.attname, (f.attname, None))
-        self.unique_attnames = {a for check in self.unique_checks for a in check.attnames}
-        self._shapes: dict[tuple, Any] = {}  # validated keys -> how they map to attributes
-        self.protection = Protection(self.model, self.db)
+        self.targets = Targets(
+            model=self.model,
+            mode=mode,
+            natural_key=self.natural_key,
+            queryset=self.queryset,
+            db=self.db,
+            serializer=self.serializer,
+            check_target=check_target,
+        )
+        self.attributes = Attributes(
+            self.model, (a for check in self.unique_checks for a in check.attnames)
+        )
 
     # -- setting up the serializer -------------------------------------------------
 
@@ -181,16 +160,16 @@ class ChunkValidator:
                     add_error(row, nfe, f"Invalid data. Expected a dictionary, but got {kind}.")
                 blocked.add(row.index)
         keys: dict[str, list[list[Any]]] = {}
-        self._nameless: dict[int, list[str]] = {}
+        nameless: dict[int, list[str]] = {}  # upsert rows without their natural key
         if self.mode != CREATE:
-            keys[TARGET] = self._find_targets(rows, blocked)
+            keys[TARGET] = self.targets.find(rows, blocked, nameless)
             if self.check_target is not None:
-                blocked.update(self._check_targets(rows))
+                blocked.update(self.targets.check_permissions(rows))
         if self.mode == DELETE:
-            self._check_protected(rows)
+            self.targets.check_protected(rows)
         else:
             keys.update(self._validate_fields(rows, blocked))
-        for index, names in self._nameless.items():
+        for index, names in nameless.items():
             row = rows[index - start]
             for name in names:
                 if row.errors is None or name not in row.errors:
@@ -225,24 +204,26 @@ class ChunkValidator:
         before: dict[int, dict[str, Any]] = {}  # unique attributes an update changes, as were
         # Rows the columns answer whole, of a serializer whose own steps do nothing more
         # (no validators, DRF's validate()), are new rows' values at once: what
-        # validate_row and _stage_values would make of them, without their steps.
+        # validate_row and stage_values would make of them, without their steps.
         whole = columns is not None and _columns_decide(serializer)
         keys = cast(tuple[str, ...], tuple(self.column_plan.keys))  # all named when answered
-        shape = self._shape_of(keys) if whole else None
+        shape = self.attributes.shape_of(keys) if whole else None
         for position, row in enumerate(validated):
             if whole and row.instance is None and row.errors is None:
                 answer = columns.answered(position)  # type: ignore[union-attr]
                 if answer is not None:
                     if shape is None:
-                        self._stage_values(row, dict(zip(keys, answer, strict=True)), before)
+                        self.attributes.stage_values(
+                            row, dict(zip(keys, answer, strict=True)), before
+                        )
                     else:
-                        self._stage_new(row, shape, answer)
+                        self.attributes.stage_new(row, shape, answer)
                     continue
             serializer.instance = row.instance
             serializer.initial_data = row.source
             outcome = validate_row(serializer, row.source, fields_only=row.index in nameless)
             if outcome.stage is None and row.errors is None:
-                self._stage_values(row, outcome.value, before)
+                self.attributes.stage_values(row, outcome.value, before)
             if outcome.stage is not None or outcome.noted:
                 if position in deferred:
                     # This row's notes are read one by one: its column notes first,
@@ -265,85 +246,6 @@ class ChunkValidator:
             if errors:
                 row.errors = merged(row.errors, errors)
         return {check.name: self._batch_keys(check, rows, before) for check in self.unique_checks}
-
-    def _shape_of(self, keys: tuple[str, ...]) -> Any:
-        shape = self._shapes.get(keys, _MISSING)
-        if shape is _MISSING:
-            shape = self._shapes[keys] = self._shape(keys)
-        return shape
-
-    def _stage_new(self, row: StagedRow, shape: Any, validated: tuple) -> None:
-        """``_stage_values`` of a new row whose validated values come in ``shape``'s
-        order (``shape`` not ``None``)."""
-        attnames, relations = shape
-        values = dict(zip(attnames, validated, strict=True))
-        related = None
-        for name, attname, target in relations:
-            value = values[attname]
-            if value is not None:
-                if related is None:
-                    related = {}
-                related[name] = value
-                values[attname] = getattr(value, target)
-        row.values = values
-        row.action = CREATE
-        row.related = related
-
-    def _stage_values(
-        self, row: StagedRow, validated: Any, before: dict[int, dict[str, Any]]
-    ) -> None:
-        """What a valid row writes: model attribute values, and the action."""
-        shape = self._shape_of(tuple(validated))
-        related = None
-        if shape is None:  # two names for one attribute: in DRF's order, one by one
-            attributes = self.attributes
-            values: dict[str, Any] = {}
-            for name, value in validated.items():
-                attname, target = attributes.get(name, (name, None))
-                if target is not None and value is not None:
-                    if related is None:
-                        related = {}
-                    related[name] = value
-                    value = getattr(value, target)
-                values[attname] = value
-        else:
-            attnames, relations = shape
-            values = dict(zip(attnames, validated.values(), strict=True))
-            for name, attname, target in relations:
-                value = validated[name]
-                if value is not None:
-                    if related is None:
-                        related = {}
-                    related[name] = value
-                    values[attname] = getattr(value, target)
-        row.values = values
-        instance = row.instance
-        if instance is None:
-            row.action = CREATE
-            row.related = related
-            return
-        row.action = UPDATE
-        changed = self.unique_attnames.intersection(values)
-        if changed:
-            before[row.index] = {a: getattr(instance, a) for a in changed}
-        for name, value in validated.items():
-            setattr(instance, name, value)
-
-    def _shape(self, keys: tuple[str, ...]) -> Any:
-        """How validated data with these keys becomes attribute values: the attribute
-        names in order, and the related fields ``(name, attname, target attribute)``;
-        ``None`` when two keys name one attribute."""
-        attributes = self.attributes
-        mapped = [attributes.get(name, (name, None)) for name in keys]
-        attnames = [attname for attname, _ in mapped]
-        if len(set(attnames)) != len(attnames):
-            return None
-        relations = [
-            (name, attname, target)
-            for name, (attname, target) in zip(keys, mapped, strict=True)
-            if target is not None
-        ]
-        return attnames, relations
 
     def _taken(
         self,
@@ -428,82 +330,9 @@ class ChunkValidator:
                 batch_keys.append([key_text(key), row.position])
         return batch_keys
 
-    def _find_targets(self, rows: list[StagedRow], blocked: set[int]) -> list[list[Any]]:
-        """Fetch the objects named by ``id`` or the natural key: two queries at most.
-
-        Returns the batch keys ``[pk, position, naming field]`` of the rows that found
-        their object, so two rows naming one object are found batch-wide.
-        """
-        meta = self.model._meta
-        by_pk: dict[Any, list[StagedRow]] = {}
-        by_key: dict[tuple, list[StagedRow]] = {}
-        nk = self.natural_key
-        nfe = non_field_key()
-        for row in rows:
-            if row.index in blocked:
-                continue
-            values = row.source
-            raw_id = values.get("id")
-            by_id = self.mode != UPSERT and raw_id not in (None, "")
-            try:
-                if by_id:
-                    by_pk.setdefault(lookup_value(meta.pk, raw_id), []).append(row)  # type: ignore[arg-type]
-                elif nk and all(values.get(n) not in (None, "") for n in nk):
-                    key = tuple(self._clean_key(f, values[f.name]) for f in self.key_fields)
-                    by_key.setdefault(key, []).append(row)
-                elif self.mode == UPSERT:
-                    # Said after validation, unless DRF says why itself (blank, null...).
-                    self._nameless[row.index] = [n for n in nk if values.get(n) in (None, "")]
-                else:
-                    naming = "'id'" + (" or by " + ", ".join(f"'{n}'" for n in nk) if nk else "")
-                    add_error(row, nfe, f"Each item must name its object by {naming}.")
-            except ValidationError as exc:
-                add_error(row, "id" if by_id else nk[0], plain_errors(exc.detail)[0])
-            except (DjangoValidationError, TypeError, ValueError, OverflowError):
-                add_error(row, "id" if by_id else nk[0], "Incorrect type for an identifier.")
-        queryset = self.queryset.select_related(*self.select_related)
-        connection = connections[self.db]
-        found_keys: list[list[Any]] = []
-        found: dict[Any, Any]
-        if by_pk:
-            found = {}
-            for part in in_batches(list(by_pk), connection):
-                found.update((obj.pk, obj) for obj in filter_in(queryset, "pk", part))
-            for pk, named in by_pk.items():
-                self._attach(named, found.get(pk), "id", self._missing_id(pk), found_keys)
-        if by_key:
-            found = {}
-            for part in in_batches(list({k[0] for k in by_key}), connection):
-                for obj in filter_in(queryset, nk[0], part):
-                    key = tuple(getattr(obj, f.attname) for f in self.key_fields)
-                    found[key] = AMBIGUOUS if key in found else obj
-            for key, named in by_key.items():
-                shown = ", ".join(f"{n}={v}" for n, v in zip(nk, key, strict=True))
-                obj = found.get(key)
-                if obj is AMBIGUOUS:
-                    plural = meta.verbose_name_plural
-                    for row in named:
-                        add_error(row, nk[0], f"More than one of the {plural} has {shown}.")
-                    continue
-                self._attach(named, obj, nk[0], self._missing_key(key), found_keys)
-        found_keys.sort(key=lambda entry: entry[1])
-        return found_keys
-
-    def _missing_id(self, pk: Any) -> str:
-        return f"No {self.model._meta.verbose_name} with id={pk}."
-
-    def _missing_key(self, key: tuple) -> str:
-        shown = ", ".join(f"{n}={v}" for n, v in zip(self.natural_key, key, strict=True))
-        return f"No {self.model._meta.verbose_name} with {shown}."
-
     def missing_target(self, source: Mapping[str, Any]) -> tuple[str, str]:
-        """``(field, message)`` of a row whose object is not there (any more): what
-        validation says of a row that names no object."""
-        raw_id = source.get("id")
-        if self.mode != UPSERT and raw_id not in (None, ""):
-            return "id", self._missing_id(lookup_value(self.model._meta.pk, raw_id))  # type: ignore[arg-type]
-        key = tuple(self._clean_key(f, source[f.name]) for f in self.key_fields)
-        return self.natural_key[0], self._missing_key(key)
+        """After a write found no object: what validation says of such a row."""
+        return self.targets.missing_target(source)
 
     def related_vanished(self, source: Any, get: Callable[[str], Any]) -> tuple[str, str] | None:
         """After a write failed: ``(field, message)`` of a related object the row refers to
@@ -522,59 +351,6 @@ class ChunkValidator:
                 data = source.get(resolver.field_name) if isinstance(source, Mapping) else None
                 return resolver.field_name, resolver.missing_message(data)
         return None
-
-    def _check_protected(self, rows: list[StagedRow]) -> None:
-        """A delete row whose object other objects still refer to fails as the write
-        would fail it: one query per protecting relation (a dry run predicts it)."""
-        named = [row for row in rows if row.errors is None and row.action == DELETE]
-        refused = self.protection.refused(row.pk for row in named)
-        nfe = non_field_key()
-        for row in named:
-            names = refused.get(row.pk)
-            if names is not None:
-                add_error(row, nfe, refusal_message(row.instance, names))
-
-    def _check_targets(self, rows: list[StagedRow]) -> set[int]:
-        """Ask ``check_target`` about every object found (the REST door checks object
-        permissions there); its message refuses the row, which is not validated
-        further (the single endpoint answers 403 before it validates)."""
-        nfe = non_field_key()
-        refused = set()
-        for row in rows:
-            if row.instance is not None and row.errors is None:
-                refusal = self.check_target(row.instance)  # type: ignore[misc]
-                if refusal is not None:
-                    add_error(row, nfe, refusal)
-                    row.action = None
-                    refused.add(row.index)
-        return refused
-
-    def _clean_key(self, model_field: Any, value: Any) -> Any:
-        """A natural key value as the serializer would store it (DRF trims text)."""
-        field = self.serializer.fields.get(model_field.name)
-        if field is not None and not field.read_only:
-            value = field.to_internal_value(value)
-        return lookup_value(model_field, value)
-
-    def _attach(
-        self,
-        rows: list[StagedRow],
-        obj: Any,
-        field: str,
-        missing: str,
-        found_keys: list[list[Any]],
-    ) -> None:
-        for row in rows:
-            if obj is None:
-                if self.mode != UPSERT:
-                    add_error(row, field, missing)
-                continue
-            # Each row changes its own copy: two rows may name one object.
-            row.instance = obj if len(rows) == 1 else copy.copy(obj)
-            row.pk = obj.pk
-            found_keys.append([key_text((obj.pk,)), row.position, field])
-            if self.mode == DELETE:
-                row.action = DELETE
 
     def unique_clash(self, pk: Any, get: Any) -> tuple[str, str] | None:
         """After a write failed: the (field, message) of the unique key this row (object

@@ -71,7 +71,7 @@ class ChunkWriter:
         self.manager = self.model._base_manager.db_manager(self.db)
         self.statements = Statements(self.model, self.db, validator.natural_key)
         self.field_names = {f.attname: f.name for f in self.model._meta.concrete_fields}
-        self.key_attnames = [f.attname for f in validator.key_fields]
+        self.key_attnames = [f.attname for f in validator.targets.key_fields]
 
     def write(self, rows: list[StagedRow]) -> Written:
         """Write every row (each has an ``action``); the refused ones are in ``refused``."""
@@ -300,7 +300,7 @@ class ChunkWriter:
         reached = self.statements.lock([r.pk for r in rows], deleting=True)
         live = self._vanished(rows, reached, written)
         # Refused as validation refuses them: something came to refer to them meanwhile.
-        refused = self.validator.protection.refused(r.pk for r in live)
+        refused = self.validator.targets.protection.refused(r.pk for r in live)
         rest = []
         for row in live:
             names = refused.get(row.pk)
