@@ -17,11 +17,13 @@ def _task() -> Iterator[None]:
     try:
         yield
     finally:
-        # A work-horse ends with os._exit: say goodbye to the database properly.
-        # In-process runs keep the caller's connection.
+        # A forked work-horse (RQ's default worker) ends with os._exit: say goodbye to
+        # the database properly. BulkWorker and in-process runs keep their connection.
         from rq import get_current_job
 
-        if get_current_job() is not None:
+        from .worker import KEEPS_CONNECTIONS
+
+        if get_current_job() is not None and not KEEPS_CONNECTIONS:
             connections.close_all()
 
 
