@@ -49,11 +49,9 @@ KEEPS_CONNECTIONS = False
 
 class BulkWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        global KEEPS_CONNECTIONS
         super().__init__(*args, **kwargs)
         self.last_healed = 0.0
         self.stopping = False  # a stop was asked for (SIGTERM, SIGINT)
-        KEEPS_CONNECTIONS = True
 
     def execute_job(self, job: Any, queue: Any) -> None:
         # As Django does around a request: a connection that broke (or aged past
@@ -96,6 +94,8 @@ class BulkWorker(SimpleWorker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop; started again (after Redis answers) when it ended on its own."""
+        global KEEPS_CONNECTIONS
+        KEEPS_CONNECTIONS = True  # set here: a web process may make workers only to list them
         # What Django and the project loaded stays for good: garbage collections
         # during tasks need not walk it (as gc.freeze() in project/wsgi.py does).
         gc.freeze()
