@@ -38,10 +38,12 @@ def test_the_runs_own_cyclic_garbage_is_still_collected(nothing_frozen):
 
 def test_a_process_that_froze_objects_itself_keeps_them_frozen(nothing_frozen):
     gc.freeze()
-    before = gc.get_freeze_count()
+    later = Cycle()  # made after the process's own freeze
     with older_objects_frozen():
-        pass
-    assert gc.get_freeze_count() == before
+        # Nothing more is frozen (the count itself may drop: frozen objects can still be
+        # freed when their last reference goes, by other threads too).
+        assert any(o is later for o in gc.get_objects())
+    assert gc.get_freeze_count() > 0  # and the process's own freeze is not undone
 
 
 def test_nothing_is_frozen_while_the_collector_is_off(nothing_frozen):
