@@ -40,26 +40,15 @@ class Attributes:
     def stage_new(self, row: StagedRow, shape: Any, validated: tuple) -> None:
         """``stage_values`` of a new row whose validated values come in ``shape``'s
         order (``shape`` not ``None``)."""
-        attnames, relations = shape
-        values = dict(zip(attnames, validated, strict=True))
-        related = None
-        for name, attname, target in relations:
-            value = values[attname]
-            if value is not None:
-                if related is None:
-                    related = {}
-                related[name] = value
-                values[attname] = getattr(value, target)
-        row.values = values
+        row.values, row.related = _shaped(shape, validated)
         row.action = CREATE
-        row.related = related
 
     def stage_values(
         self, row: StagedRow, validated: Any, before: dict[int, dict[str, Any]]
     ) -> None:
         """What a valid row writes: model attribute values, and the action."""
         shape = self.shape_of(tuple(validated))
-        related = None
+        related: dict[str, Any] | None = None
         if shape is None:  # two names for one attribute: in DRF's order, one by one
             attributes = self.attributes
             values: dict[str, Any] = {}
@@ -72,15 +61,7 @@ class Attributes:
                     value = getattr(value, target)
                 values[attname] = value
         else:
-            attnames, relations = shape
-            values = dict(zip(attnames, validated.values(), strict=True))
-            for name, attname, target in relations:
-                value = validated[name]
-                if value is not None:
-                    if related is None:
-                        related = {}
-                    related[name] = value
-                    values[attname] = getattr(value, target)
+            values, related = _shaped(shape, validated.values())
         row.values = values
         instance = row.instance
         if instance is None:
@@ -109,3 +90,19 @@ class Attributes:
             if target is not None
         ]
         return attnames, relations
+
+
+def _shaped(shape: Any, validated: Iterable[Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Attribute values of validated values given in ``shape``'s order (``shape`` not
+    ``None``), and the related objects they name (``None`` when there are none)."""
+    attnames, relations = shape
+    values = dict(zip(attnames, validated, strict=True))
+    related = None
+    for name, attname, target in relations:
+        value = values[attname]
+        if value is not None:
+            if related is None:
+                related = {}
+            related[name] = value
+            values[attname] = getattr(value, target)
+    return values, related
