@@ -183,12 +183,15 @@ def run_job(path: Path, workers: int, args: argparse.Namespace) -> dict:
                     mode="create", source=BulkJob.SOURCE_COMMAND,
                 )  # fmt: skip
             updates: list[float] = []
+            stages: list[tuple[str, float]] = []
             last = None
             while True:
                 job.refresh_from_db()
                 if job.progress_at != last:
                     last = job.progress_at
                     updates.append(time.perf_counter())
+                if not stages or stages[-1][0] != job.stage:
+                    stages.append((job.stage, time.perf_counter()))
                 if job.is_finished:
                     break
                 time.sleep(0.05)
@@ -196,7 +199,9 @@ def run_job(path: Path, workers: int, args: argparse.Namespace) -> dict:
     finally:
         stop_workers(processes)
     gaps = [b - a for a, b in zip(updates, updates[1:], strict=False)]
+    ends = [at for _, at in stages[1:]] + [started + seconds]
     return {
+        "stages": "  ".join(f"{name} {end - at:.1f} s" for (name, at), end in zip(stages, ends)),
         "seconds": seconds,
         "peak_rss_mb": rss.peak_mb,
         "status": job.status,
@@ -216,6 +221,8 @@ def report(label: str, rows: int, outcome: dict) -> float:
     if "max_gap" in outcome:
         line += f"  largest progress gap {outcome['max_gap']:.2f} s"
     print(line)
+    if outcome.get("stages"):
+        print(f"    stages: {outcome['stages']}")
     if outcome["in_db"] != rows or outcome.get("status", "completed") != "completed":
         print(f"  ! not every row was imported: {json.dumps(outcome, default=str)}")
     return rate
