@@ -50,3 +50,29 @@ def test_retry_runs_a_failed_job_wide_step_again(rq_queue):
     job.refresh_from_db()
     assert (job.status, job.error) == (BulkJob.VALIDATING, "")
     assert get_queue().job_ids == [task_id(job.pk, "check")]
+
+
+def test_chunk_texts_are_compressed_with_lz4_where_postgresql_has_it():
+    from django.db import DatabaseError, connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: column compression")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL default_toast_compression = lz4")
+    except DatabaseError:
+        pytest.skip("this PostgreSQL was built without lz4")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute "
+            "WHERE attrelid IN (%s::regclass, %s::regclass) AND attname IN "
+            "('source', 'staged', 'keys', 'items')",
+            [BulkChunk._meta.db_table, "bulkops_bulkpayload"],
+        )
+        found = {(table, column): method for table, column, method in cursor.fetchall()}
+    assert found == {
+        ("bulkops_bulkchunk", "source"): "l",
+        ("bulkops_bulkchunk", "staged"): "l",
+        ("bulkops_bulkchunk", "keys"): "l",
+        ("bulkops_bulkpayload", "items"): "l",
+    }
