@@ -72,12 +72,17 @@ def clashes(job: BulkJob, constraint: str) -> Iterator[list[Member]]:
     table = BulkChunk._meta.db_table
     param = _job_param(connection, job)
     if connection.vendor == "postgresql":
+        # Every entry once, then only the keys held twice grouped with their rows: the
+        # members of the (many) unique keys are never aggregated. "C": the keys are
+        # compared, not sorted for people (equal is byte-equal in any collation).
         sql = (
-            'SELECT json_agg(json_build_array((e->>1)::bigint, c."index", e->2) '
-            "ORDER BY (e->>1)::bigint) "
+            'WITH k AS MATERIALIZED (SELECT (e->>0) COLLATE "C" AS key, e AS entry, '
+            'c."index" AS chunk '
             f"FROM {table} c CROSS JOIN LATERAL jsonb_array_elements(c.keys::jsonb -> %s) e "
-            "WHERE c.job_id = %s AND c.keys <> '' "
-            "GROUP BY e->>0 HAVING count(*) > 1"
+            "WHERE c.job_id = %s AND c.keys <> '') "
+            "SELECT json_agg(json_build_array((entry->>1)::bigint, chunk, entry->2) "
+            "ORDER BY (entry->>1)::bigint) FROM k "
+            "WHERE key IN (SELECT key FROM k GROUP BY key HAVING count(*) > 1) GROUP BY key"
         )
         params: list[Any] = [constraint, param]
     elif connection.vendor == "sqlite":
