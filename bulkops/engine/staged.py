@@ -20,7 +20,7 @@ import json
 import math
 import operator
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -111,7 +111,7 @@ class StagedChunk:
 
     # -- JSON ----------------------------------------------------------------------------
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, sources: bool = True) -> dict[str, Any]:
         """This chunk as data ``json.dumps`` takes as it is (and ``jsonb`` stores).
 
         ``{"format": 1, "start", "keys", "columns": {"values": [...], "source": [...]},
@@ -120,6 +120,9 @@ class StagedChunk:
         usual keys (rows of one file or one request do), else a dict / the tagged value.
         The usual rows are converted a column at a time: one encoder call per value,
         no per-value type tests where a whole column is plain.
+
+        ``sources=False`` leaves the rows' ``source`` out (``null``), for a caller that
+        keeps the rows as given elsewhere and hands them back to ``from_json``.
         """
         if self.model is None:
             raise ValueError("This StagedChunk has no model; Batch.validate_chunk sets it.")
@@ -143,14 +146,16 @@ class StagedChunk:
         for i, v in enumerate(values_out):
             if v is not None and i not in usual_set:
                 values_out[i] = codec.encode_values(v)
-        sources: list[Any] = [r.source for r in rows]
-        usual = [i for i, v in enumerate(sources) if type(v) is dict and v.keys() == source_keys]
+        if not sources:
+            source_names, source_keys = (), frozenset()
+        given: list[Any] = [r.source for r in rows] if sources else [None] * len(rows)
+        usual = [i for i, v in enumerate(given) if type(v) is dict and v.keys() == source_keys]
         for i, encoded in zip(
             usual,
-            _by_columns([sources[i] for i in usual], source_names, None, _encode_source),
+            _by_columns([given[i] for i in usual], source_names, None, _encode_source),
             strict=True,
         ):
-            sources[i] = encoded
+            given[i] = encoded
         usual_set = set(usual)
         encode = tagged.encode
         encode_single = tagged.encode_single
@@ -166,7 +171,7 @@ class StagedChunk:
                 None if row.errors is None else encode(row.errors),
                 source if i in usual_set else encode_single(source),
             ]
-            for i, (row, values, source) in enumerate(zip(rows, values_out, sources, strict=True))
+            for i, (row, values, source) in enumerate(zip(rows, values_out, given, strict=True))
         ]
         return {
             "format": FORMAT,
@@ -178,10 +183,17 @@ class StagedChunk:
 
     @classmethod
     def from_json(
-        cls, data: Mapping[str, Any] | str | bytes, *, model: type[models.Model]
+        cls,
+        data: Mapping[str, Any] | str | bytes,
+        *,
+        model: type[models.Model],
+        sources: Sequence[Any] | None = None,
     ) -> StagedChunk:
         """The chunk ``to_json`` wrote (as data, or as JSON text), values read back
-        per field of ``model`` (a column at a time, as ``to_json`` wrote them)."""
+        per field of ``model`` (a column at a time, as ``to_json`` wrote them).
+
+        ``sources``: the rows as given, one per staged row, for a chunk written with
+        ``to_json(sources=False)``."""
         payload: Any = json.loads(data) if isinstance(data, str | bytes) else data
         if payload.get("format") != FORMAT:
             raise ValueError(
@@ -211,17 +223,26 @@ class StagedChunk:
         for i, v in enumerate(values):
             if v is not None and i not in listed_set:
                 values[i] = codec.decode_values(v)
-        sources: list[Any] = list(sources_in)
-        listed = [i for i, v in enumerate(sources) if type(v) is list]
-        for i, decoded in zip(
-            listed, _dicts_by_columns([sources[i] for i in listed], source_names, None), strict=True
-        ):
-            sources[i] = decoded
-        listed_set = set(listed)
         decode = tagged.decode
-        for i, v in enumerate(sources):
-            if i not in listed_set:
-                sources[i] = decode(v)
+        if sources is not None:
+            if len(sources) != len(indexes):
+                raise ValueError(
+                    f"{len(sources)} source rows for a staged chunk of {len(indexes)} rows."
+                )
+            given: list[Any] = list(sources)
+        else:
+            given = list(sources_in)
+            listed = [i for i, v in enumerate(given) if type(v) is list]
+            for i, decoded in zip(
+                listed,
+                _dicts_by_columns([given[i] for i in listed], source_names, None),
+                strict=True,
+            ):
+                given[i] = decoded
+            listed_set = set(listed)
+            for i, v in enumerate(given):
+                if i not in listed_set:
+                    given[i] = decode(v)
         decode_pk = codec.decode_pk
         rows = [
             StagedRow(
@@ -235,7 +256,7 @@ class StagedChunk:
                 source,
             )
             for index, number, ref, action, pk, row_values, row_errors, source in zip(
-                indexes, numbers, refs, actions, pks, values, errors, sources, strict=True
+                indexes, numbers, refs, actions, pks, values, errors, given, strict=True
             )
         ]
         return cls(payload["start"], rows, payload.get("keys") or {}, model)

@@ -51,16 +51,45 @@ def _free() -> Q:
     return Q(claimed_by="") | Q(heartbeat__isnull=True) | Q(heartbeat__lt=stale_cutoff())
 
 
+#: What a chunk task does not read of its chunk (loaded if used after all).
+UNCLAIMED_FIELDS = frozenset({"keys", "outcome"})
+
+
 def claim_chunk(job_id: Any, index: int, *, state: str, holder: str) -> BulkChunk | None:
-    """The chunk, leased to ``holder``, if it is in ``state`` and nobody else works on it."""
-    claimed = (
-        BulkChunk.objects.filter(job_id=job_id, index=index, state=state)
-        .filter(_free())
-        .update(claimed_by=holder, heartbeat=timezone.now(), attempts=F("attempts") + 1)
+    """The chunk, leased to ``holder``, if it is in ``state`` and nobody else works on it.
+
+    On PostgreSQL one ``UPDATE ... RETURNING`` leases and reads it (a task per chunk
+    makes this a query per task, worth one round trip less)."""
+    now = timezone.now()
+    connection = connections[router.db_for_write(BulkChunk)]
+    if connection.vendor != "postgresql":
+        claimed = (
+            BulkChunk.objects.filter(job_id=job_id, index=index, state=state)
+            .filter(_free())
+            .update(claimed_by=holder, heartbeat=now, attempts=F("attempts") + 1)
+        )
+        if not claimed:
+            return None
+        return BulkChunk.objects.get(job_id=job_id, index=index)
+    meta = BulkChunk._meta
+    quote = connection.ops.quote_name
+    # In the model's order, as Model.from_db takes them.
+    fields = [f for f in meta.concrete_fields if f.name not in UNCLAIMED_FIELDS]
+    column = {f.attname: quote(f.column) for f in fields}
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {column['claimed_by']} = %s, "
+        f"{column['heartbeat']} = %s, {column['attempts']} = {column['attempts']} + 1 "
+        f"WHERE {column['job_id']} = %s AND {column['index']} = %s AND {column['state']} = %s "
+        f"AND ({column['claimed_by']} = '' OR {column['heartbeat']} IS NULL "
+        f"OR {column['heartbeat']} < %s) "
+        f"RETURNING {', '.join(column.values())}"
     )
-    if not claimed:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [holder, now, job_id, index, state, stale_cutoff()])
+        found = cursor.fetchone()
+    if found is None:
         return None
-    return BulkChunk.objects.get(job_id=job_id, index=index)
+    return BulkChunk.from_db(connection.alias, list(column), list(found))
 
 
 def release_chunk(chunk: BulkChunk, holder: str, **changes: Any) -> None:

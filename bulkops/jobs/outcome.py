@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -44,6 +44,34 @@ def finish_if_written(job_id: Any) -> bool:
         job.save()
         transaction.on_commit(lambda: ended(job.pk), using=using())
     return True
+
+
+def add_counts(job_id: Any, counts: dict[str, int], returning: list[str]) -> dict[str, Any]:
+    """Add ``counts`` to the job's counters (stamping ``progress_at``) and read the
+    ``returning`` fields as they are after the addition; the row stays locked until the
+    caller's transaction ends. One statement on PostgreSQL (``UPDATE ... RETURNING``),
+    as chunks do this once each."""
+    now = timezone.now()
+    connection = connections[using()]
+    if connection.vendor != "postgresql":
+        BulkJob.objects.filter(pk=job_id).update(
+            progress_at=now, **{name: F(name) + value for name, value in counts.items()}
+        )
+        return BulkJob.objects.filter(pk=job_id).values(*returning).first() or {}
+    meta = BulkJob._meta
+    quote = connection.ops.quote_name
+    column = {name: quote(meta.get_field(name).column) for name in [*counts, *returning]}
+    sets = ", ".join(f"{column[name]} = {column[name]} + %s" for name in counts)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {sets}, "
+        f"{quote(meta.get_field('progress_at').column)} = %s "
+        f"WHERE {quote(meta.pk.column)} = %s "
+        f"RETURNING {', '.join(column[name] for name in returning)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*counts.values(), now, job_id])
+        found = cursor.fetchone()
+    return dict(zip(returning, found, strict=True)) if found is not None else {}
 
 
 def outcome_status(job: BulkJob) -> str:

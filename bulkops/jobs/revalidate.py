@@ -45,6 +45,7 @@ def revalidate(job: BulkJob, edits: dict[Any, dict[str, Any]]) -> dict[int, Any]
         row_error,
         safe_keys,
         serializer_class_for,
+        staged_text,
         using,
     )
 
@@ -92,7 +93,7 @@ def revalidate(job: BulkJob, edits: dict[Any, dict[str, Any]]) -> dict[int, Any]
                 start=chunk.start, rows=[SourceRow(*r) for r in rows], track_duplicates=False
             )
             chunk.source = codec.dumps(rows)
-            chunk.staged = json.dumps(staged.to_json(), separators=(",", ":"))
+            chunk.staged = staged_text(staged)
             chunk.keys = json.dumps(safe_keys(batch.chunk_keys(staged)), separators=(",", ":"))
             chunk.invalid = staged.invalid
             chunk.save(update_fields=["source", "staged", "keys", "invalid"])

@@ -61,6 +61,7 @@ from .lease import Heartbeat, claim_chunk, claim_job, new_holder, release_chunk,
 from .models import BulkChunk, BulkJob, BulkPayload, BulkRowError
 from .outcome import (
     COUNTERS,
+    add_counts,
     ended,
     fail_chunk,
     fail_job,
@@ -185,24 +186,26 @@ def _read(job: BulkJob) -> None:
             block = list(islice(rows, chunk_size))
             if not block:
                 break
-            if not _still(job.pk, BulkJob.VALIDATING):
-                return
             first_row = block[0][1]
+            source = codec.dumps(block)
+            labels = row_labels(first_row, [r[1] for r in block], [r[2] for r in block])
             with transaction.atomic(using=using()):
+                still = BulkJob.objects.filter(pk=job.pk, status=BulkJob.VALIDATING).update(
+                    rows_read=F("rows_read") + len(block),
+                    chunks_total=F("chunks_total") + 1,
+                    progress_at=timezone.now(),
+                    heartbeat=timezone.now(),
+                )
+                if not still:
+                    return  # cancelled or failed meanwhile
                 BulkChunk.objects.create(
                     job=job,
                     index=index,
                     start=start,
                     size=len(block),
                     first_row=first_row,
-                    source=codec.dumps(block),
-                    outcome=row_labels(first_row, [r[1] for r in block], [r[2] for r in block]),
-                    heartbeat=timezone.now(),
-                )
-                BulkJob.objects.filter(pk=job.pk).update(
-                    rows_read=F("rows_read") + len(block),
-                    chunks_total=F("chunks_total") + 1,
-                    progress_at=timezone.now(),
+                    source=source,
+                    outcome=labels,
                     heartbeat=timezone.now(),
                 )
                 dispatch([Task("validate_chunk", str(job.pk), "validate", index)])
@@ -215,11 +218,6 @@ def _read(job: BulkJob) -> None:
         if moved:
             BulkPayload.objects.filter(job=job).delete()  # the chunks hold the items now
     after_validation(job.pk)
-
-
-def _still(job_id: Any, status: str) -> bool:
-    """Is the job still ``status`` (not cancelled, not failed meanwhile)?"""
-    return BulkJob.objects.filter(pk=job_id, status=status).exists()
 
 
 # -- stage: validate -----------------------------------------------------------------
@@ -277,16 +275,15 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
     batch = batch_for(job)
     rows = [SourceRow(*row) for row in codec.loads(chunk.source)]
     staged = batch.validate_chunk(start=chunk.start, rows=rows, track_duplicates=False)
-    keys = batch.chunk_keys(staged)
-    with no_collection():
-        staged_text = json.dumps(staged.to_json(), separators=(",", ":"))
+    keys = safe_keys(staged.keys)  # read as they are: no JSON-safe copy needed here
+    text = staged_text(staged)
     invalid = [r for r in staged.rows if r.errors]
     now = timezone.now()
     with transaction.atomic(using=using()):
         changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.NEW).update(
             state=BulkChunk.VALIDATED,
-            staged=staged_text,
-            keys=json.dumps(safe_keys(keys), separators=(",", ":")),
+            staged=text,
+            keys=json.dumps(keys, separators=(",", ":")),
             invalid=len(invalid),
             validated_at=now,
             claimed_by="",
@@ -298,21 +295,24 @@ def _validate(job: BulkJob, chunk: BulkChunk) -> None:
         BulkRowError.objects.bulk_create(
             [row_error(job, r, r.errors) for r in invalid], batch_size=500
         )
-        BulkJob.objects.filter(pk=job.pk).update(
-            rows_validated=F("rows_validated") + chunk.size,
-            invalid_rows=F("invalid_rows") + len(invalid),
-            chunks_validated=F("chunks_validated") + 1,
-            progress_at=now,
+        counts = add_counts(
+            job.pk,
+            {"rows_validated": chunk.size, "invalid_rows": len(invalid), "chunks_validated": 1},
+            returning=["chunks_validated", "chunks_total"],
         )
         # The job's row is locked by that update until this commits: if this is the
         # last chunk, no other chunk's count can come after, and this moves the job on.
-        after_validation(job.pk)
+        if counts.get("chunks_validated") == counts.get("chunks_total"):
+            after_validation(job.pk)
 
 
 def safe_keys(keys: dict[str, list]) -> dict[str, list]:
     """Batch keys with NUL escaped (jsonb refuses it), keeping distinct keys distinct."""
     out = {}
     for constraint, entries in keys.items():
+        if not _needs_escape("".join([entry[0] for entry in entries])):
+            out[constraint] = entries  # the usual case: one test for the whole column
+            continue
         out[constraint] = [
             [_escape_nul(entry[0]), *entry[1:]] if _needs_escape(entry[0]) else entry
             for entry in entries
@@ -413,11 +413,21 @@ def write_chunk(job_id: Any, index: int) -> None:
     )
 
 
+def staged_text(staged: Any) -> str:
+    """The chunk's staged form as kept in ``BulkChunk.staged``: without the rows as
+    given, which the chunk keeps in ``source`` until written (``load_staged`` puts
+    them back)."""
+    with no_collection():
+        return json.dumps(staged.to_json(sources=False), separators=(",", ":"))
+
+
 def load_staged(batch: Any, chunk: BulkChunk) -> Any:
+    """The chunk's staged rows (``chunk`` with ``staged``, ``source`` and ``duplicates``)."""
     from bulkops.engine import StagedChunk
 
+    sources = [row[0] for row in codec.loads(chunk.source)]
     with no_collection():
-        staged = StagedChunk.from_json(json.loads(chunk.staged), model=batch.model)
+        staged = StagedChunk.from_json(json.loads(chunk.staged), model=batch.model, sources=sources)
     if chunk.duplicates:
         errors = {int(position): e for position, e in json.loads(chunk.duplicates).items()}
         staged = staged.with_errors(errors)
@@ -460,7 +470,7 @@ def record_written(
         late = [r for r in results if r.status == ERROR and r.index not in known]
         if late:
             if staged is None:
-                kept = BulkChunk.objects.only("staged", "duplicates").get(pk=chunk.pk)
+                kept = BulkChunk.objects.only("staged", "source", "duplicates").get(pk=chunk.pk)
                 staged = load_staged(batch_for(job), kept)
             rows = {r.index: r for r in staged.rows}
             BulkRowError.objects.bulk_create(
@@ -503,10 +513,12 @@ def record_written(
 def add_to_job(job: BulkJob, counts: dict[str, int]) -> None:
     """Add a written chunk's counts to the job's, and finish the job if it was the last
     (the update locks the job's row until the chunk commits: no count comes after)."""
-    BulkJob.objects.filter(pk=job.pk).update(
-        progress_at=timezone.now(), **{name: F(name) + value for name, value in counts.items()}
+    after = add_counts(
+        job.pk, counts, returning=["status", "chunks_done", "chunks_failed", "chunks_total"]
     )
-    finish_if_written(job.pk)
+    last = after and after["chunks_done"] + after["chunks_failed"] >= after["chunks_total"]
+    if last or after.get("status") == BulkJob.CANCELLED:
+        finish_if_written(job.pk)
 
 
 def row_labels(first_row: int | None, rows: list[Any], refs: list[Any]) -> dict[str, Any] | None:
@@ -554,7 +566,7 @@ def _write_all(job: BulkJob, progress: dict[str, int]) -> None:
         # while it writes, so the job never holds every row in memory.
         for chunk in chunks:
             yield load_staged(
-                batch, BulkChunk.objects.only("staged", "duplicates").get(pk=chunk.pk)
+                batch, BulkChunk.objects.only("staged", "source", "duplicates").get(pk=chunk.pk)
             )
 
     def on_progress(stage: str, done: int) -> None:

@@ -134,6 +134,20 @@ def test_a_validated_chunk_survives_json_unchanged(world, case):
                 assert after.values[name].utcoffset() == value.utcoffset()
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_a_chunk_kept_without_its_sources_gets_them_back(world, case):
+    serializer_class, mode, rows = CASES[case]
+    batch = Batch(serializer_class=serializer_class, mode=mode)
+    staged = batch.validate_chunk(0, rows())
+    text = json.dumps(staged.to_json(sources=False), allow_nan=False)
+
+    assert all(row[-1] is None for row in json.loads(text)["rows"])  # not kept twice
+    back = StagedChunk.from_json(text, model=batch.model, sources=[r.source for r in staged.rows])
+    assert back == staged
+    with pytest.raises(ValueError, match="source rows for a staged chunk of"):
+        StagedChunk.from_json(text, model=batch.model, sources=[r.source for r in staged.rows][1:])
+
+
 def test_values_are_kept_as_the_model_fields_take_them(world):
     batch = Batch(serializer_class=ProductSerializer, mode="create")
     staged = round_trip(batch.validate_chunk(0, product_rows()), Product)
