@@ -53,11 +53,13 @@ from .batches import (
     close_connection_if_broken,
     context_for,
     describe,
+    forget_job,
     is_file_job,
+    job_and_batch,
     serializer_class_for,
     using,
 )
-from .lease import Heartbeat, claim_chunk, claim_job, new_holder, release_chunk, release_job
+from .lease import Heartbeat, claim_chunk, claim_job, new_holder, release_job
 from .models import BulkChunk, BulkJob, BulkPayload, BulkRowError
 from .outcome import (
     COUNTERS,
@@ -100,6 +102,7 @@ logger = logging.getLogger("bulkops.jobs")
 
 LETTERS = {CREATED: "c", UPDATED: "u", DELETED: "d", ERROR: "e", ROLLED_BACK: "r"}
 STATUS_OF_LETTER = {letter: status for status, letter in LETTERS.items()}
+WRITTEN = frozenset({CREATED, UPDATED, DELETED})
 
 
 class Superseded(Exception):
@@ -241,38 +244,37 @@ def run_chunk(
     state: str,
     status: str,
     stage: str,
-    work: Callable[[BulkJob, BulkChunk], None],
+    work: Callable[[BulkJob, Any, BulkChunk], None],
 ) -> None:
-    """Claim chunk ``index`` in ``state`` and do ``work`` on it while the job is ``status``,
-    under a heartbeat, retrying what may be retried; a chunk that cannot be done is failed
-    with its reason, and an unexpected error is re-raised for RQ to record as well."""
+    """Claim chunk ``index`` in ``state`` and do ``work(job, batch, chunk)`` on it while
+    the job is ``status``, under a heartbeat, retrying what may be retried; a chunk that
+    cannot be done is failed with its reason, and an unexpected error is re-raised for
+    RQ to record as well."""
     holder = new_holder()
-    chunk = claim_chunk(job_id, index, state=state, holder=holder)
+    chunk = claim_chunk(job_id, index, state=state, holder=holder, job_status=status)
     if chunk is None:
-        return
-    job = BulkJob.objects.get(pk=job_id)
-    if job.status != status:
-        release_chunk(chunk, holder)
         return
     if worn_out(chunk, holder, stage):
         return
     with Heartbeat(holder=holder, chunk=chunk):
         try:
-            with_retries(chunk, lambda: work(job, chunk))
+            job, batch = job_and_batch(job_id)
+            with_retries(chunk, lambda: work(job, batch, chunk))
         except Superseded:
             return
         except ChunkFailed as exc:
+            forget_job(job_id)
             fail_chunk(chunk, holder, stage=stage, reason=str(exc))
             return
         except Exception as exc:
+            forget_job(job_id)
             fail_chunk(chunk, holder, stage=stage, reason=describe(exc))
             raise
 
 
-def _validate(job: BulkJob, chunk: BulkChunk) -> None:
+def _validate(job: BulkJob, batch: Any, chunk: BulkChunk) -> None:
     from bulkops.engine import SourceRow
 
-    batch = batch_for(job)
     rows = [SourceRow(*row) for row in codec.loads(chunk.source)]
     staged = batch.validate_chunk(start=chunk.start, rows=rows, track_duplicates=False)
     keys = safe_keys(staged.keys)  # read as they are: no JSON-safe copy needed here
@@ -434,8 +436,7 @@ def load_staged(batch: Any, chunk: BulkChunk) -> Any:
     return staged
 
 
-def _write(job: BulkJob, chunk: BulkChunk) -> None:
-    batch = batch_for(job)
+def _write(job: BulkJob, batch: Any, chunk: BulkChunk) -> None:
     staged = load_staged(batch, chunk)
     # The engine calls this inside the transaction that writes the chunk (and, when it
     # gave up on the chunk, in one of its own): rows and "done" commit together.
@@ -536,9 +537,12 @@ def row_labels(first_row: int | None, rows: list[Any], refs: list[Any]) -> dict[
 def outcome_of(chunk: BulkChunk, results: list[RowResult]) -> dict[str, Any]:
     """One status letter per row, the ids of the rows written, and row numbers and refs
     where they cannot be derived from the chunk."""
+    ids = [r.id for r in results if r.status in WRITTEN]
+    if not all(type(i) is int for i in ids):  # the usual integer keys need no shaping
+        ids = [codec.jsonb_safe(i) for i in ids]
     return {
-        "s": "".join(LETTERS[r.status] for r in results),
-        "ids": [codec.jsonb_safe(r.id) for r in results if r.status in (CREATED, UPDATED, DELETED)],
+        "s": "".join([LETTERS[r.status] for r in results]),
+        "ids": ids,
         **(
             row_labels(chunk.first_row, [r.row for r in results], [r.ref for r in results])
             or {"rows": None, "refs": None}
