@@ -169,7 +169,7 @@ class StagedChunk:
                 None if row.pk is None else encode_pk(row.pk),
                 values,
                 None if row.errors is None else encode(row.errors),
-                source if i in usual_set else encode_single(source),
+                source if i in usual_set or source is None else encode_single(source),
             ]
             for i, (row, values, source) in enumerate(zip(rows, values_out, given, strict=True))
         ]

@@ -418,9 +418,12 @@ def write_chunk(job_id: Any, index: int) -> None:
 def staged_text(staged: Any) -> str:
     """The chunk's staged form as kept in ``BulkChunk.staged``: without the rows as
     given, which the chunk keeps in ``source`` until written (``load_staged`` puts
-    them back)."""
+    them back), and without the batch keys, kept in ``BulkChunk.keys`` (writing needs
+    neither)."""
     with no_collection():
-        return json.dumps(staged.to_json(sources=False), separators=(",", ":"))
+        data = staged.to_json(sources=False)
+        data["keys"] = {}
+        return json.dumps(data, separators=(",", ":"))
 
 
 def load_staged(batch: Any, chunk: BulkChunk) -> Any:
