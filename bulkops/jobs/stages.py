@@ -285,7 +285,7 @@ def _validate(job: BulkJob, batch: Any, chunk: BulkChunk) -> None:
         changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.NEW).update(
             state=BulkChunk.VALIDATED,
             staged=text,
-            keys=json.dumps(keys, separators=(",", ":")),
+            keys=codec.compact(keys),
             invalid=len(invalid),
             validated_at=now,
             claimed_by="",
@@ -423,6 +423,8 @@ def staged_text(staged: Any) -> str:
     with no_collection():
         data = staged.to_json(sources=False)
         data["keys"] = {}
+        if codec.stages_plainly(staged.model):
+            return codec.dumps_data(data)
         return json.dumps(data, separators=(",", ":"))
 
 
@@ -432,7 +434,9 @@ def load_staged(batch: Any, chunk: BulkChunk) -> Any:
 
     sources = [row[0] for row in codec.loads(chunk.source)]
     with no_collection():
-        staged = StagedChunk.from_json(json.loads(chunk.staged), model=batch.model, sources=sources)
+        staged = StagedChunk.from_json(
+            codec.loads_data(chunk.staged), model=batch.model, sources=sources
+        )
     if chunk.duplicates:
         errors = {int(position): e for position, e in json.loads(chunk.duplicates).items()}
         staged = staged.with_errors(errors)

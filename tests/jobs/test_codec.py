@@ -1,9 +1,13 @@
 """Rows as JSON text: what a reader hands over comes back as it was."""
 
 import datetime
+import json
+import math
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulkops.jobs import codec
 
@@ -47,3 +51,99 @@ def test_jsonb_safe_replaces_nul_and_keeps_structure():
     assert codec.jsonb_safe({"a\x00": ["x\x00y", 1, None, Decimal("2.5")]}) == {
         "a\ufffd": ["x\ufffdy", 1, None, "2.5"]
     }
+
+
+# -- orjson where it writes and reads exactly as json does ------------------------------
+
+TEXT = st.text(st.characters(codec=None), max_size=12)  # NUL, lone surrogates, any plane
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | FINITE | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def same(a, b):
+    """Equal, and of the same types all the way down (1 is not 1.0, -0.0 is not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return (a != a and b != b) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    return a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSONISH)
+def test_orjson_writes_what_json_reads_as_json_would(data):
+    want = json.loads(json.dumps(data))
+    assert same(json.loads(codec.compact(data)), want)
+    assert same(codec.loads_data(codec.dumps_data(data)), want)  # big integers: json's
+
+
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY_JSON)
+def test_loads_data_reads_any_json_as_json_does(data):
+    text = json.dumps(data, separators=(",", ":"))  # NaN, huge integers, escaped surrogates
+    assert same(codec.loads_data(text), json.loads(text))
+
+
+def test_integers_past_64_bits_never_go_through_orjson():
+    big = [2**64, -(2**63) - 1, 10**30]
+    for value in big:
+        assert codec.loads_data(codec.dumps_data({"n": value})) == {"n": value}
+        rows = [[{"n": value}, 2, None, None]]
+        assert codec.loads(codec.dumps(rows)) == rows
+        assert type(codec.loads(codec.dumps(rows))[0][0]["n"]) is int
+
+
+CELL = (
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats()
+    | TEXT | st.dates() | st.decimals(allow_nan=False)
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(["sku", "name", "price", "$date"]), CELL),
+            st.integers(min_value=2, max_value=10**6),
+            st.none() | st.floats() | TEXT,
+            st.none() | st.dictionaries(TEXT, st.lists(TEXT, max_size=2), max_size=2),
+        ),
+        max_size=5,
+    )
+)
+def test_reader_rows_come_back_exactly(rows):
+    rows = [list(row) for row in rows]
+    back = codec.loads(codec.dumps(rows))
+    assert len(back) == len(rows)
+    for got, want in zip(back, rows, strict=True):
+        assert got[1:2] == want[1:2] and same(got[3], want[3])
+        assert same(got[2], want[2])
+        assert got[0].keys() == want[0].keys()
+        for key, value in want[0].items():
+            if isinstance(value, float | dict | list | str | bool | int) or value is None:
+                assert same(got[0][key], value), key
+            else:
+                assert got[0][key] == value and type(got[0][key]) is type(value), key
+
+
+def test_a_model_with_a_json_field_is_not_staged_through_orjson():
+    from bulkops.jobs.models import BulkJob
+    from project.catalog.models import Product
+
+    assert codec.stages_plainly(Product)
+    assert not codec.stages_plainly(BulkJob)  # options is a JSONField
