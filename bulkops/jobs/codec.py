@@ -9,16 +9,15 @@ costs a walk over every value; the first character of the text says which form f
 replaced, dates and Decimals as text.
 
 Every chunk goes through here a few times, so the JSON work is orjson's (several times
-faster than ``json``) where it gives exactly what ``json`` gives: orjson writes only
-data it writes as ``json`` does (not NaN, which it would write as ``null``; no type it
-writes and ``json`` refuses: UUIDs, enums, dates; no integer past 64 bits), and reads
-only what it wrote (it would read a 20-digit integer as a float); the text says which
-wrote it. The rest goes through ``json`` as before.
+faster than ``json``) where it gives exactly what ``json`` gives. orjson writes only
+data made of dicts, lists and values of exactly the JSON types — not NaN (it would
+write ``null``), no enum member or UUID (it writes them, ``json`` refuses them), no
+integer past 64 bits — and reads only what it wrote (it would read a 20-digit integer
+as a float); the text says which wrote it. The rest goes through ``json`` as before.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from typing import Any
@@ -54,14 +53,15 @@ def _orjson(data: Any) -> str | None:
 
 def compact(data: Any) -> str:
     """``json.dumps(data, separators=(",", ":"))`` for data of dicts with text keys, lists,
-    text, integers, booleans, None and finite floats only (the batch keys): orjson
-    writes what it can, ``json`` the rest. Any JSON reader reads it back."""
+    and values of exactly the types text, integer, boolean, None and finite float (the
+    batch keys): orjson writes what it can, ``json`` the rest. Any JSON reader reads it."""
     text = _orjson(data)
     return text if text is not None else json.dumps(data, separators=(",", ":"))
 
 
 def dumps_data(data: Any) -> str:
-    """``data`` (as ``compact`` takes it) as text for ``loads_data``."""
+    """``data`` (as ``compact`` takes it: a staged chunk that is ``plain_staged``) as
+    text for ``loads_data``."""
     text = _orjson(data)
     return OWN + text if text is not None else json.dumps(data, separators=(",", ":"))
 
@@ -95,30 +95,23 @@ def _plain_rows(rows: Any) -> bool:
     return True
 
 
-# Model fields whose staged values are text, numbers, booleans or None as they are, or
-# are written as such by the staged form's own field codecs (bulkops.engine.staged).
-_STAGED_PLAIN = frozenset(
-    {
-        "AutoField", "BigAutoField", "SmallAutoField", "BigIntegerField", "IntegerField",
-        "SmallIntegerField", "PositiveBigIntegerField", "PositiveIntegerField",
-        "PositiveSmallIntegerField", "BooleanField", "NullBooleanField", "CharField",
-        "TextField", "SlugField", "EmailField", "URLField", "GenericIPAddressField",
-        "IPAddressField", "FilePathField", "DecimalField", "DateTimeField", "DateField",
-        "TimeField", "DurationField", "UUIDField", "BinaryField", "FloatField",
-        "ForeignKey", "OneToOneField",
-    }
-)  # fmt: skip
-
-
-@functools.cache
-def stages_plainly(model: type) -> bool:
-    """Whether a staged chunk of ``model`` (``StagedChunk.to_json``) holds only what
-    ``dumps_data`` may hand to orjson: no JSONField (its values may hold NaN), no field
-    of a type it does not know."""
-    return all(
-        f.get_internal_type() in _STAGED_PLAIN
-        for f in model._meta.concrete_fields  # type: ignore[attr-defined]
-    )
+def plain_staged(data: dict[str, Any]) -> bool:
+    """Whether a staged chunk's JSON data (``StagedChunk.to_json``) is what
+    ``dumps_data`` may hand to orjson. Its rows' refs and errors are tagged (plain by
+    construction); the values of fields without a codec of their own (text, integers,
+    a JSONField's data) are as the serializer gave them: those are checked."""
+    for row in data["rows"]:
+        values = row[5]
+        if type(values) is dict:
+            values = values.values()
+        elif values is None:
+            values = ()
+        if not _plain(row[4]):
+            return False
+        for value in values:
+            if type(value) not in _SCALARS and not _plain(value):
+                return False
+    return True
 
 
 def dumps(rows: Any) -> str:

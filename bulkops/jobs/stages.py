@@ -256,10 +256,16 @@ def run_chunk(
         return
     if worn_out(chunk, holder, stage):
         return
+
+    def attempt() -> None:
+        # Inside the retries: reading the job and preparing its Batch query the
+        # database too, and a dropped connection there is as transient as anywhere.
+        job, batch = job_and_batch(job_id)
+        work(job, batch, chunk)
+
     with Heartbeat(holder=holder, chunk=chunk):
         try:
-            job, batch = job_and_batch(job_id)
-            with_retries(chunk, lambda: work(job, batch, chunk))
+            with_retries(chunk, attempt)
         except Superseded:
             return
         except ChunkFailed as exc:
@@ -300,11 +306,13 @@ def _validate(job: BulkJob, batch: Any, chunk: BulkChunk) -> None:
         counts = add_counts(
             job.pk,
             {"rows_validated": chunk.size, "invalid_rows": len(invalid), "chunks_validated": 1},
-            returning=["chunks_validated", "chunks_total"],
+            returning=["status", "chunks_validated", "chunks_total"],
         )
         # The job's row is locked by that update until this commits: if this is the
         # last chunk, no other chunk's count can come after, and this moves the job on.
-        if counts.get("chunks_validated") == counts.get("chunks_total"):
+        if counts.get("status") == BulkJob.CANCELLED:
+            finish_if_written(job.pk)  # cancelled meanwhile: its counts take this chunk in
+        elif counts.get("chunks_validated") == counts.get("chunks_total"):
             after_validation(job.pk)
 
 
@@ -423,7 +431,7 @@ def staged_text(staged: Any) -> str:
     with no_collection():
         data = staged.to_json(sources=False)
         data["keys"] = {}
-        if codec.stages_plainly(staged.model):
+        if codec.plain_staged(data):
             return codec.dumps_data(data)
         return json.dumps(data, separators=(",", ":"))
 

@@ -76,3 +76,58 @@ def test_chunk_texts_are_compressed_with_lz4_where_postgresql_has_it():
         ("bulkops_bulkchunk", "keys"): "l",
         ("bulkops_bulkpayload", "items"): "l",
     }
+
+
+def test_a_dropped_connection_while_preparing_the_chunks_batch_is_retried(settings, monkeypatch):
+    from django.db import OperationalError
+
+    from bulkops.jobs import batches, codec
+
+    settings.BULKOPS = {"CHUNK_RETRIES": 3}
+    monkeypatch.setattr(batches, "BACKOFF", 0.001)
+    real, calls = batches.batch_for, []
+
+    def flaky(job):
+        calls.append(job.pk)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(job)
+
+    monkeypatch.setattr(batches, "batch_for", flaky)
+    job = make_job(chunks=1, status=BulkJob.VALIDATING, stage=BulkJob.STAGE_VALIDATE)
+    rows = [[{"sku": "A1", "name": "a", "price": "1.00"}, None, None, None]]
+    BulkChunk.objects.filter(job=job).update(source=codec.dumps(rows), size=1)
+
+    stages.validate_chunk(job.pk, 0)
+
+    chunk = job.chunks.get()
+    job.refresh_from_db()
+    assert len(calls) == 2
+    assert chunk.state == BulkChunk.VALIDATED and chunk.error == ""
+    assert job.status != BulkJob.FAILED
+
+
+def test_a_chunk_validated_after_a_cancel_is_counted_in():
+    job = make_job(chunks=2, status=BulkJob.VALIDATING, stage=BulkJob.STAGE_VALIDATE)
+    from bulkops.jobs import codec
+
+    rows = [[{"sku": "", "name": "no sku"}, None, None, None]] * 10  # every row invalid
+    BulkChunk.objects.filter(job=job, index=0).update(source=codec.dumps(rows))
+    original = stages.job_and_batch
+
+    def cancel_meanwhile(job_id):
+        found = original(job_id)
+        services.cancel_job(job=BulkJob.objects.get(pk=job_id), user=None)
+        return found
+
+    stages.job_and_batch = cancel_meanwhile
+    try:
+        stages.validate_chunk(job.pk, 0)
+    finally:
+        stages.job_and_batch = original
+
+    job.refresh_from_db()
+    assert job.status == BulkJob.CANCELLED
+    assert job.chunks.get(index=0).state == BulkChunk.VALIDATED
+    # Counted again with the chunk: its 10 invalid rows are errors, the other 10 unprocessed.
+    assert (job.errors, job.unprocessed) == (10, 10)
