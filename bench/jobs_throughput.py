@@ -201,7 +201,9 @@ def run_job(path: Path, workers: int, args: argparse.Namespace) -> dict:
     gaps = [b - a for a, b in zip(updates, updates[1:], strict=False)]
     ends = [at for _, at in stages[1:]] + [started + seconds]
     return {
-        "stages": "  ".join(f"{name} {end - at:.1f} s" for (name, at), end in zip(stages, ends)),
+        "stages": "  ".join(
+            f"{name} {end - at:.1f} s" for (name, at), end in zip(stages, ends, strict=True)
+        ),
         "seconds": seconds,
         "peak_rss_mb": rss.peak_mb,
         "status": job.status,
