@@ -52,7 +52,9 @@ class RowSource:
         self._on_close = list(on_close)
 
     def __iter__(self) -> Iterator[SourceRow]:
-        return self
+        # The rows themselves: a loop over the source then takes each from the
+        # reader's generator directly, not through __next__ (a call per row).
+        return self._rows
 
     def __next__(self) -> SourceRow:
         return next(self._rows)
