@@ -31,7 +31,6 @@ from odf.text import P
 
 from bulkops.engine.readers import FORMATS, FileLimitExceeded, RowSource, open_rows
 from bulkops.engine.readers import text as text_reader
-from bulkops.engine.readers.source import _values_maker
 from bulkops.exceptions import LimitExceeded, MissingColumns, UnreadableFile
 from project.catalog.serializers import OrderSerializer, ProductSerializer
 
@@ -414,21 +413,6 @@ def test_empty_cells_and_blank_strings_are_omitted(tmp_path):
 def test_nul_characters_pass_through_for_the_field_to_reject():
     _, rows = read(io.BytesIO(b"sku,name\nA,B\x00C\n"), "p.csv", mode="update")
     assert rows[0].values == {"sku": "A", "name": "B\x00C"}
-
-
-@pytest.mark.parametrize(
-    "plan",
-    [
-        [(2, "b"), (0, "a")],
-        [(0, "it's"), (1, 'say "x"'), (2, "back\\slash"), (3, "{x}")],
-        [(1, "a"), (0, "a")],  # the later one wins, as in dict(zip())
-    ],
-)
-def test_a_rows_values_are_the_plans_names_with_their_cells(plan):
-    cells = ["c0", "c1", "c2", "c3"]
-    values = _values_maker(plan)(cells)
-    assert values == dict(zip([n for _, n in plan], [cells[p] for p, _ in plan], strict=True))
-    assert list(values) == list(dict.fromkeys(n for _, n in plan))
 
 
 # Row numbers ----------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework.settings import api_settings
 
 from bulkops.conf import bulkops_settings
+from bulkops.engine.displays import dict_display
 from bulkops.engine.rows import SourceRow
 from bulkops.exceptions import UnreadableFile
 
@@ -145,7 +146,7 @@ def table_rows(
     # Text cells that are all there (no empty or blank cell, none right of the header):
     # the row is the header's names with its cells, in the plan's order.
     whole = not convert and len(plan) > 1
-    values_of = _values_maker([(position, name) for position, name, _ in plan]) if whole else None
+    values_of = dict_display((name, position) for position, name, _ in plan) if whole else None
     for row_number, cells in records:
         if whole and len(cells) == width and all(cells):
             try:
@@ -187,13 +188,3 @@ def table_rows(
                 ]
             }
         yield SourceRow(values=values, row=row_number, errors=errors)
-
-
-def _values_maker(plan: list[tuple[int, str]]) -> Callable[[list[Any]], dict[str, Any]]:
-    """``cells -> {name: cells[position], ...}`` for ``(position, name)`` in ``plan``, as
-    one dict display, compiled once per file: CPython builds it in one step, 2.5 times
-    as fast as ``dict(zip(names, itemgetter(*positions)(cells)))``, once per row of
-    the file. Names are written with ``repr()`` and positions are ints: the text is
-    code only of this shape."""
-    items = ", ".join(f"{name!r}: cells[{int(position)}]" for position, name in plan)
-    return eval(f"lambda cells: {{{items}}}")  # type: ignore[no-any-return]  # noqa: S307
