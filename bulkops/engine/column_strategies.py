@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -200,6 +201,11 @@ class TextColumn(Column):
         return out, positions
 
 
+@functools.lru_cache(maxsize=64)
+def _exact_decimal_text(max_whole: int, places: int) -> re.Pattern[str]:
+    return re.compile(rf"[+-]?(?:0|[1-9][0-9]{{0,{max_whole - 1}}})\.[0-9]{{{places}}}")
+
+
 def _limits(field: f.Field) -> tuple[tuple, tuple]:
     """The limits of the field's Min/MaxValueValidators (Django refuses ``value < low``
     and ``value > high``)."""
@@ -246,13 +252,48 @@ class DecimalColumn(Column):
     strategy = DECIMAL
 
     def values(self, column: list) -> tuple[list, list[int]]:
-        if column and set(map(type, column)) == {float}:  # as in Column, but repr once
+        kinds = set(map(type, column))
+        if kinds == {float}:  # as in Column, but repr once
             keys = list(map(repr, column))
             number_of = self.prepare_text()
             pairs = dict(zip(keys, column, strict=True))
             table = {key: number_of(key, value) for key, value in pairs.items()}
             return list(map(table.__getitem__, keys)), _positions(table, keys)
+        if kinds == {str}:  # as in Column, the texts in the field's own form first
+            texts = set(column)
+            table = self.exact_numbers(texts)
+            if table:
+                miss = self.prepare()
+                for text in texts.difference(table):
+                    table[text] = miss(text)
+                return list(map(table.__getitem__, column)), _positions(table, column)
         return super().values(column)
+
+    def exact_numbers(self, texts: set[str]) -> dict[str, decimal.Decimal]:
+        """The texts written as the field writes its numbers (an optional sign, at most
+        ``max_whole_digits`` digits without leading zeros, a point, exactly
+        ``decimal_places`` digits), each with its Decimal: the value ``number_of`` gives
+        them (nothing to pad, round or refuse for precision), made in one pass over
+        them all, when the smallest and the largest are within the range validators'
+        limits; ``{}`` when no text is, or the limits cannot be compared."""
+        field = self.field
+        max_digits, places = field.max_digits, field.decimal_places
+        if max_digits is None or not places or max_digits <= places:
+            return {}
+        pattern = _exact_decimal_text(max_digits - places, places)
+        exact = list(filter(pattern.fullmatch, texts))
+        if not exact:
+            return {}
+        numbers = list(map(decimal.Decimal, exact))
+        lows, highs = _limits(field)
+        try:
+            if lows and any(min(numbers) < limit for limit in lows):
+                return {}
+            if highs and any(max(numbers) > limit for limit in highs):
+                return {}
+        except Exception:  # limits that do not compare with a Decimal: one by one
+            return {}
+        return dict(zip(exact, numbers, strict=True))
 
     def prepare(self) -> Callable[[Any], Any]:
         number_of = self.prepare_text()
