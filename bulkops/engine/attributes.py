@@ -7,11 +7,12 @@ attributes is worked out once per set of keys (a *shape*) and reused for every r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import models
 
+from .displays import dict_display
 from .options import CREATE, UPDATE
 from .staged import StagedRow
 
@@ -61,7 +62,7 @@ class Attributes:
                     value = getattr(value, target)
                 values[attname] = value
         else:
-            values, related = _shaped(shape, validated.values())
+            values, related = _shaped(shape, tuple(validated.values()))
         row.values = values
         instance = row.instance
         if instance is None:
@@ -76,9 +77,9 @@ class Attributes:
             setattr(instance, name, value)
 
     def _shape(self, keys: tuple[str, ...]) -> Any:
-        """How validated data with these keys becomes attribute values: the attribute
-        names in order, and the related fields ``(name, attname, target attribute)``;
-        ``None`` when two keys name one attribute."""
+        """How validated data with these keys becomes attribute values: a display of the
+        attribute names in order (``displays``), and the related fields ``(name,
+        attname, target attribute)``; ``None`` when two keys name one attribute."""
         attributes = self.attributes
         mapped = [attributes.get(name, (name, None)) for name in keys]
         attnames = [attname for attname, _ in mapped]
@@ -89,14 +90,14 @@ class Attributes:
             for name, (attname, target) in zip(keys, mapped, strict=True)
             if target is not None
         ]
-        return attnames, relations
+        return dict_display((attname, n) for n, attname in enumerate(attnames)), relations
 
 
-def _shaped(shape: Any, validated: Iterable[Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _shaped(shape: Any, validated: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Attribute values of validated values given in ``shape``'s order (``shape`` not
     ``None``), and the related objects they name (``None`` when there are none)."""
-    attnames, relations = shape
-    values = dict(zip(attnames, validated, strict=True))
+    attributes_of, relations = shape
+    values = attributes_of(validated)
     related = None
     for name, attname, target in relations:
         value = values[attname]

@@ -10,6 +10,13 @@ a hundred thousand objects, none of them the batch's garbage. Measured on a
 The batch's own objects are collected as before, so memory stays as flat; the frozen
 ones are collected again once the run ends. A process that froze objects itself (a
 pre-fork server's ``gc.freeze()``) is left as it is.
+
+Young collections are the other cost: at the default threshold (700 new containers)
+one runs every few rows, walks the chunk being validated, and moves it to the older
+generations, which then walk it again, though nearly all of it is freed by reference
+counting once the chunk is spooled or written. Run less often (``YOUNG_THRESHOLD``), a
+young collection finds most of a chunk gone: on a 200,000-row import, 1,928 young and
+15 full collections took 0.37 s; 11 and none took 0.06 s.
 """
 
 from __future__ import annotations
@@ -31,6 +38,27 @@ def older_objects_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+#: New containers between two young collections during a run: more than a
+#: 1000-row chunk makes, so most of a chunk is freed before a collection sees it.
+YOUNG_THRESHOLD = 20_000
+
+
+@contextmanager
+def fewer_young_collections() -> Iterator[None]:
+    """Young collections at most every ``YOUNG_THRESHOLD`` new containers in the
+    block (a higher threshold the process set is kept, and 0, collection off); the
+    thresholds as they were after it."""
+    thresholds = gc.get_threshold()
+    if not thresholds[0] or thresholds[0] >= YOUNG_THRESHOLD:
+        yield
+        return
+    gc.set_threshold(YOUNG_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -106,7 +107,13 @@ class Column:
         miss = self.prepare()
         kinds = set(map(type, column))
         if kinds <= _EQUAL_MEANS_SAME and not (int in kinds and bool in kinds):
-            table = {value: miss(value) for value in set(column)}
+            distinct = set(column)
+            table = self.exact_texts(distinct) if kinds == {str} else {}
+            if table:
+                for value in distinct.difference(table):
+                    table[value] = miss(value)
+            else:
+                table = {value: miss(value) for value in distinct}
             return list(map(table.__getitem__, column)), _positions(table, column)
         if kinds == {float}:  # spreadsheet numbers: keyed by repr, -0.0 apart from 0.0
             keys = list(map(repr, column))
@@ -119,6 +126,11 @@ class Column:
     def prepare(self) -> Callable[[Any], Any]:
         """Per-chunk set-up (read the field's options now, not when the plan was made)."""
         return self.miss
+
+    def exact_texts(self, texts: set[str]) -> dict[str, Any]:
+        """The validated values of the texts whose outcome can be had for all of them at
+        once (what ``miss`` gives each); ``{}``: none, all go one by one."""
+        return {}
 
     @staticmethod
     def one_by_one(column: list, miss: Callable[[Any], Any]) -> tuple[list, list[int]]:
@@ -200,6 +212,28 @@ class TextColumn(Column):
         return out, positions
 
 
+@functools.lru_cache(maxsize=64)
+def _exact_decimal_text(max_whole: int, places: int) -> re.Pattern[str]:
+    return re.compile(rf"[+-]?(?:0|[1-9][0-9]{{0,{max_whole - 1}}})\.[0-9]{{{places}}}")
+
+
+def _within_limits(field: f.Field, texts: list[str], numbers: list[Any]) -> dict[str, Any]:
+    """``texts`` with their ``numbers`` when the smallest and the largest number are within
+    the limits of the field's range validators (then every one is); ``{}`` when not, or
+    when a limit does not compare with them (each then gets its own outcome)."""
+    if not numbers:
+        return {}
+    lows, highs = _limits(field)
+    try:
+        if lows and any(min(numbers) < limit for limit in lows):
+            return {}
+        if highs and any(max(numbers) > limit for limit in highs):
+            return {}
+    except Exception:  # not comparable: DRF says what it says, one by one
+        return {}
+    return dict(zip(texts, numbers, strict=True))
+
+
 def _limits(field: f.Field) -> tuple[tuple, tuple]:
     """The limits of the field's Min/MaxValueValidators (Django refuses ``value < low``
     and ``value > high``)."""
@@ -212,6 +246,11 @@ class IntegerColumn(Column):
     """An IntegerField with only range validators: ASCII digits become DRF's int."""
 
     strategy = INTEGER
+
+    def exact_texts(self, texts: set[str]) -> dict[str, Any]:
+        """The texts of at most 18 ASCII digits: their int is what ``miss`` gives them."""
+        exact = list(filter(_INTEGER_TEXT.fullmatch, texts))
+        return _within_limits(self.field, exact, list(map(int, exact)))
 
     def prepare(self) -> Callable[[Any], Any]:
         lows, highs = _limits(self.field)
@@ -253,6 +292,19 @@ class DecimalColumn(Column):
             table = {key: number_of(key, value) for key, value in pairs.items()}
             return list(map(table.__getitem__, keys)), _positions(table, keys)
         return super().values(column)
+
+    def exact_texts(self, texts: set[str]) -> dict[str, Any]:
+        """The texts written as the field writes its numbers (an optional sign, at most
+        ``max_whole_digits`` digits without leading zeros, a point, exactly
+        ``decimal_places`` digits): their Decimal is what ``number_of`` gives them
+        (nothing to pad, round or refuse for precision)."""
+        field = self.field
+        max_digits, places = field.max_digits, field.decimal_places
+        if max_digits is None or not places or max_digits <= places:
+            return {}
+        pattern = _exact_decimal_text(max_digits - places, places)
+        exact = list(filter(pattern.fullmatch, texts))
+        return _within_limits(field, exact, list(map(decimal.Decimal, exact)))
 
     def prepare(self) -> Callable[[Any], Any]:
         number_of = self.prepare_text()

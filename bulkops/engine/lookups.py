@@ -4,10 +4,12 @@ answers DRF's per-row lookups from one query per chunk."""
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, models
 from django.db.models import BooleanField, F, Func, Value
@@ -39,11 +41,48 @@ class _EqualsAny(Func):
     output_field = BooleanField()
 
 
+class _EqualsAnyText(Func):
+    """``column = ANY(<the texts of a JSON array>)``, the array as one text parameter
+    (PostgreSQL, a text or varchar column).
+
+    An array parameter reaches the server as a literal, and the planner estimates each
+    of its elements against the column's statistics: a thousand keys cost 20 ms of
+    planning per query on a table of 200,000 analysed rows. The elements of a JSON
+    array are only known when the query runs, so nothing is estimated per element
+    (2 ms, the index lookups included). The comparison is the same ``text = text``.
+    """
+
+    arg_joiner = " = ANY(ARRAY(SELECT json_array_elements_text("
+    template = "(%(expressions)s::json))))"
+    output_field = BooleanField()
+
+
 def filter_in(queryset: Any, lookup: str, values: list) -> Any:
-    """``queryset.filter(<lookup>__in=values)``, as one array parameter on PostgreSQL."""
-    if connections[queryset.db].vendor == "postgresql" and "__" not in lookup:
+    """``queryset.filter(<lookup>__in=values)``, as one array parameter on PostgreSQL
+    (texts for a text column: one JSON array)."""
+    connection = connections[queryset.db]
+    if connection.vendor == "postgresql" and "__" not in lookup:
+        if values and all(type(value) is str for value in values):
+            texts = json.dumps(values, ensure_ascii=False)
+            # NUL fits no text column: such a value keeps the array's own error.
+            if "\\u0000" not in texts and _is_text_column(queryset.model, lookup, connection):
+                return queryset.filter(_EqualsAnyText(F(lookup), Value(texts)))
         return queryset.filter(_EqualsAny(F(lookup), Value(values)))
     return queryset.filter(**{f"{lookup}__in": values})
+
+
+def _is_text_column(model: type[models.Model], lookup: str, connection: Any) -> bool:
+    """Whether ``lookup`` names a text or varchar column of ``model``, whose values
+    compare as ``text`` (not ``char``, which pads, nor ``citext``, which ignores case)."""
+    meta = model._meta
+    try:
+        field = meta.pk if lookup == "pk" else meta.get_field(lookup)
+    except FieldDoesNotExist:
+        return False
+    if field is None or not getattr(field, "concrete", False) or field.is_relation:
+        return False
+    db_type = (field.db_type(connection) or "").lower()
+    return db_type == "text" or db_type.startswith("varchar")
 
 
 def in_batches(values: list, connection: Any) -> list[list]:

@@ -21,7 +21,7 @@ from rest_framework import serializers
 
 from ..results import BatchResult, RowResult
 from .batch import Batch, InTransaction, ProgressCallback, WriteHook
-from .collection import older_objects_frozen
+from .collection import fewer_young_collections, older_objects_frozen
 from .store import SpoolStore
 
 
@@ -88,7 +88,7 @@ def run_batch(
         mode=mode, atomic=batch.atomic, dry_run=dry_run, keep_results=keep_results, on_row=on_row
     )
 
-    with older_objects_frozen():
+    with older_objects_frozen(), fewer_young_collections():
         return _run(
             batch,
             result,

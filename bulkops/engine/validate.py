@@ -311,9 +311,16 @@ class ChunkValidator:
         value writes none): rows of the batch that share one are duplicates."""
         batch_keys = []
         single = check.attnames[0] if len(check.attnames) == 1 else None
+        # A new row's exact text is its own key_text (unless it holds a NUL): no calls.
+        own_text = single is not None and check.lookup == "exact"
         for row in rows:
             if row.action is None or row.errors is not None:
                 continue
+            if own_text and row.instance is None:
+                value = row.values.get(single)  # type: ignore[union-attr, arg-type]
+                if type(value) is str and "\x00" not in value:
+                    batch_keys.append([value, row.row if row.row is not None else row.index])
+                    continue
             if row.instance is not None:
                 state = row.instance.__dict__
                 key = check.key_of(state.get)

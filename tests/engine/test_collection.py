@@ -4,7 +4,11 @@ import gc
 
 import pytest
 
-from bulkops.engine.collection import older_objects_frozen
+from bulkops.engine.collection import (
+    YOUNG_THRESHOLD,
+    fewer_young_collections,
+    older_objects_frozen,
+)
 
 
 @pytest.fixture
@@ -61,6 +65,34 @@ def test_an_exception_unfreezes_too(nothing_frozen):
     assert gc.get_freeze_count() == 0
 
 
+@pytest.fixture
+def default_thresholds():
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*before)
+
+
+def test_young_collections_are_rarer_in_the_block_only(default_thresholds):
+    with fewer_young_collections():
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.parametrize("young", [0, YOUNG_THRESHOLD * 2])
+def test_a_higher_threshold_or_collection_off_is_kept(default_thresholds, young):
+    gc.set_threshold(young, 10, 10)
+    with fewer_young_collections():
+        assert gc.get_threshold() == (young, 10, 10)
+    assert gc.get_threshold() == (young, 10, 10)
+
+
+def test_an_exception_restores_the_thresholds(default_thresholds):
+    with pytest.raises(ZeroDivisionError), fewer_young_collections():
+        1 / 0  # noqa: B018
+    assert gc.get_threshold() == (700, 10, 10)
+
+
 @pytest.mark.django_db
 def test_run_batch_runs_with_the_older_objects_frozen(nothing_frozen, tools):
     from bulkops.engine import run_batch
@@ -78,3 +110,21 @@ def test_run_batch_runs_with_the_older_objects_frozen(nothing_frozen, tools):
     assert result.succeeded == 2
     assert frozen and all(frozen)
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.django_db
+def test_run_batch_runs_with_rarer_young_collections(default_thresholds, tools):
+    from bulkops.engine import run_batch
+    from project.catalog.serializers import ProductSerializer
+    from tests.factories import ProductItemFactory
+
+    seen = []
+    run_batch(
+        serializer_class=ProductSerializer,
+        rows=[ProductItemFactory(sku="A")],
+        mode="create",
+        on_progress=lambda stage, done: seen.append(gc.get_threshold()[0]),
+    )
+
+    assert seen and set(seen) == {YOUNG_THRESHOLD}
+    assert gc.get_threshold() == (700, 10, 10)

@@ -3,6 +3,7 @@
 import pytest
 
 from bulkops.engine import run_batch
+from bulkops.engine.lookups import filter_in
 from project.catalog.models import Category, Product
 from project.catalog.serializers import ProductSerializer
 
@@ -56,3 +57,44 @@ def test_nul_in_a_related_natural_key_is_the_rows_error(widget):
     row = {"sku": "N-1", "name": "x", "category": "To\x00ols", "price": "1", "quantity": 1}
     assert _errors([row], "create") == [{"category": ["Null characters are not allowed."]}]
     assert Product.objects.count() == 1
+
+
+TEXTS = [
+    "W-1",
+    'quote " and \\ backslash',
+    "new\nline, tab\t, bell \x07",
+    "ünïcødé €",
+    "emoji \U0001f600",
+    "  spaced  ",
+    "",
+    "{braces,comma}",
+    "NULL",
+    "w-1",
+]
+
+
+@pytest.mark.parametrize("lookup", ["sku", "name"])
+def test_filter_in_finds_texts_as_the_in_lookup_does(lookup):
+    tools = Category.objects.create(name="Tools")
+    for n, text in enumerate(TEXTS):
+        Product.objects.create(
+            sku=f"{text}|{n}" if lookup == "name" else text,
+            name=text,
+            category=tools,
+            price=1,
+            quantity=1,
+        )
+    wanted = [*TEXTS[1:], "absent", "W-1 "]
+    queryset = Product.objects.all()
+
+    found = filter_in(queryset, lookup, wanted).values_list("pk", flat=True)
+
+    assert sorted(found) == sorted(
+        queryset.filter(**{f"{lookup}__in": wanted}).values_list("pk", flat=True)
+    )
+    assert len(found) == len(TEXTS) - 1
+
+
+def test_filter_in_of_texts_on_an_integer_column_compares_integers():
+    tools = Category.objects.create(name="Tools")
+    assert list(filter_in(Category.objects.all(), "pk", [str(tools.pk)])) == [tools]

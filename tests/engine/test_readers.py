@@ -6,6 +6,7 @@ with xlwt, ODS with odfpy. No database is needed.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import io
 import json
@@ -21,11 +22,15 @@ import openpyxl
 import pytest
 import xlwt
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from odf.opendocument import OpenDocumentSpreadsheet
 from odf.table import Table, TableCell, TableRow
 from odf.text import P
 
 from bulkops.engine.readers import FORMATS, FileLimitExceeded, RowSource, open_rows
+from bulkops.engine.readers import text as text_reader
 from bulkops.exceptions import LimitExceeded, MissingColumns, UnreadableFile
 from project.catalog.serializers import OrderSerializer, ProductSerializer
 
@@ -480,11 +485,86 @@ def test_a_50_mb_line_fails_fast_in_bounded_memory(tmp_path):
     assert time.perf_counter() - started < 10
 
 
+def test_a_record_of_endless_quoted_lines_fails_in_bounded_memory(tmp_path):
+    path = tmp_path / "open.csv"
+    with path.open("wb") as out:
+        out.write(b"sku,name\n")
+        for _ in range(20):
+            out.write(b'"x\ny",' * 150_000)  # one record, no cell near the limit
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableFile, match=r"^Row 2 is longer than 1048576 characters"):
+            read(path, mode="update")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MiB
+
+
 def test_an_unclosed_quote_is_bounded_by_the_row_limit(settings):
     settings.BULKOPS = {"MAX_CELL_CHARS": 1000}
     data = b'sku,name\nA,"never closed\n' + b"B,x\n" * 1000
     with pytest.raises(UnreadableFile, match=r"^Row 2 is longer than 1000 characters"):
         read(io.BytesIO(data), "p.csv", mode="update")
+
+
+class _Longer(Exception):
+    pass
+
+
+def records_line_by_line(text: str, limit: int) -> tuple[list[list[str]], int | None]:
+    """What ``csv`` reads from ``text`` one line at a time (lines as ``newline=""``
+    ends them), with the bound counted line by line: the records before the first one
+    longer than ``limit`` characters, and that record's row (``None``: none is)."""
+    used = 0
+
+    def lines():
+        nonlocal used
+        for line in io.StringIO(text, newline=""):
+            used += len(line)
+            if used > limit:
+                raise _Longer
+            yield line
+
+    reader = csv.reader(lines())
+    records: list[list[str]] = []
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return records, None
+        except _Longer:
+            return records, len(records) + 1
+        records.append(cells)
+        used = 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(["a", "é", ",", '"', " ", "\n", "\r", "\r\n"]), max_size=80),
+    limit=st.integers(1, 40),
+    block=st.sampled_from([1, 2, 3, 5, 8, 64 * 1024]),
+)
+def test_records_read_in_blocks_are_the_line_by_line_records(pieces, limit, block):
+    text = "".join(pieces)
+    expected, too_long_row = records_line_by_line(text, limit)
+    read_block = text_reader.READ_BLOCK
+    text_reader.READ_BLOCK = block
+    records: list[list[str]] = []
+    failed = None
+    try:
+        with override_settings(BULKOPS={"MAX_CELL_CHARS": limit}):
+            rows, stream = text_reader.read_records(io.BytesIO(text.encode()), delimiter=",")
+            try:
+                records.extend(cells for _, cells in rows)
+            finally:
+                stream.close()
+    except UnreadableFile as exc:
+        assert exc.code == "row_too_long"
+        failed = exc.extra["row"]
+    finally:
+        text_reader.READ_BLOCK = read_block
+    assert (records, failed) == (expected, too_long_row)
 
 
 def test_too_many_columns_is_refused():

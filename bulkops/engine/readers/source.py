@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from rest_framework.settings import api_settings
 
 from bulkops.conf import bulkops_settings
+from bulkops.engine.displays import dict_display
 from bulkops.engine.rows import SourceRow
 from bulkops.exceptions import UnreadableFile
 
@@ -53,7 +53,9 @@ class RowSource:
         self._on_close = list(on_close)
 
     def __iter__(self) -> Iterator[SourceRow]:
-        return self
+        # The rows themselves: a loop over the source then takes each from the
+        # reader's generator directly, not through __next__ (a call per row).
+        return self._rows
 
     def __next__(self) -> SourceRow:
         return next(self._rows)
@@ -142,11 +144,9 @@ def table_rows(
     max_rows = bulkops_settings.MAX_ROWS
     count = 0
     # Text cells that are all there (no empty or blank cell, none right of the header):
-    # the row is the header's names zipped with its cells, in the plan's order.
-    names = [name for _, name, _ in plan]
-    positions = [position for position, _, _ in plan]
-    pick = operator.itemgetter(*positions) if len(positions) > 1 else None
-    whole = not convert and pick is not None
+    # the row is the header's names with its cells, in the plan's order.
+    whole = not convert and len(plan) > 1
+    values_of = dict_display((name, position) for position, name, _ in plan) if whole else None
     for row_number, cells in records:
         if whole and len(cells) == width and all(cells):
             try:
@@ -157,7 +157,7 @@ def table_rows(
                 count += 1
                 if count > max_rows:
                     raise row_limit_exceeded(max_rows)
-                yield SourceRow(values=dict(zip(names, pick(cells), strict=True)), row=row_number)  # type: ignore[misc]
+                yield SourceRow(values_of(cells), row_number)  # type: ignore[misc]
                 continue
         last = len(cells) - 1
         while last >= 0 and is_empty(cells[last]):

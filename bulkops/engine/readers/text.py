@@ -14,7 +14,7 @@ otherwise fail an import half-way; it costs one fast pass, not memory.
 
 Records are read through ``csv`` on that stream with a bound on every row's
 characters, so a 50 MB line or a quote left open fails as "Row N is longer
-than ..." after reading at most the bound, never the whole line.
+than ..." after reading at most the bound (and a block), never the whole line.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import codecs
 import csv
 import io
 from collections.abc import Iterator
+from itertools import chain
 from typing import IO
 
 from bulkops.conf import bulkops_settings
@@ -131,46 +132,84 @@ class _RowTooLong(Exception):
     pass
 
 
+#: Characters read at once; each block is split into lines in C.
+READ_BLOCK = 64 * 1024
+
+
 class BoundedLines:
     """Lines of a text stream for ``csv.reader``, at most ``limit`` characters
     per record.
 
-    ``csv.reader`` pulls lines only while the record it is building is open,
-    so the characters counted between two resets belong to one record.
+    The stream is read in blocks and each block split into lines by
+    ``io.StringIO``, which ends lines where ``newline=""`` does (``\\r``, ``\\n``,
+    ``\\r\\n``): no Python code runs per line. The line a block cuts is completed
+    by a ``readline`` bounded by the limit, so one huge line is never read
+    further than its first ``limit + 1`` characters. A record's length is its
+    end's ``position()`` less ``start`` (the end of the record before, which the
+    reader of the records sets); a record still open when a block is used up is
+    checked there, so an open quote is read at most a block past the limit.
     """
 
     def __init__(self, text: io.TextIOBase, limit: int) -> None:
         self._text = text
         self._limit = limit
-        self._pending: str | None = None
-        self.used = 0
+        self._first: str | None = None
+        self._base = 0  # where the block being read starts in the stream
+        self._block = io.StringIO()
+        self.start = 0  # where the record being read starts
 
     def peek(self) -> str:
         """The first line, kept to be returned again by the iteration."""
-        if self._pending is None:
-            self._pending = self._read()
-        return self._pending
+        if self._first is None:
+            line = self._text.readline(self._limit + 1)
+            if len(line) > self._limit:
+                raise _RowTooLong
+            self._first = line
+        return self._first
 
-    def _read(self) -> str:
-        # Ask for one character more than the bound: getting it proves the
-        # record is too long without reading the rest of the line.
-        line = self._text.readline(self._limit - self.used + 1)
-        self.used += len(line)
-        if self.used > self._limit:
-            raise _RowTooLong
-        return line
+    def position(self) -> int:
+        """Characters read up to the end of the line last returned."""
+        return self._base + self._block.tell()
 
-    def __iter__(self) -> BoundedLines:
-        return self
+    def __iter__(self) -> Iterator[str]:
+        return chain.from_iterable(self._blocks())
 
-    def __next__(self) -> str:
-        if self._pending is not None:
-            line, self._pending = self._pending, None
-        else:
-            line = self._read()
-        if not line:
-            raise StopIteration
-        return line
+    def _blocks(self) -> Iterator[Iterator[str]]:
+        text, limit = self._text, self._limit
+        first = self.peek()
+        base = 0
+        while True:
+            if base - self.start > limit:  # a record left open by the blocks before
+                yield _too_long_line()
+                return
+            block = text.read(READ_BLOCK)
+            if first:
+                block, first = first + block, ""
+            if not block:
+                return
+            too_long = False
+            if block[-1] != "\n":
+                # The block may cut a line, or a "\r\n" after its "\r": the line is
+                # completed (readline then gives the "\n", or nothing more, or the next
+                # whole line, which belongs here as well), within the bound.
+                cut = max(block.rfind("\n"), block.rfind("\r")) + 1
+                room = limit + 1 - (len(block) - cut)
+                rest = text.readline(room) if room > 0 else ""
+                if room <= 0 or len(rest) == room:
+                    block, too_long = block[:cut], True
+                else:
+                    block += rest
+            self._base, self._block = base, io.StringIO(block, newline="")
+            yield self._block
+            if too_long:
+                yield _too_long_line()
+                return
+            base += len(block)
+
+
+def _too_long_line() -> Iterator[str]:
+    raise _RowTooLong
+    yield  # a generator: it raises when the reader asks it for the line
 
 
 def sniff_delimiter(first_line: str) -> str:
@@ -212,6 +251,7 @@ def read_records(
 
 def _records(lines: BoundedLines, delimiter: str, limit: int) -> Iterator[tuple[int, list[str]]]:
     reader = csv.reader(lines, delimiter=delimiter)
+    position = lines.position
     row = 0
     while True:
         row += 1
@@ -230,10 +270,11 @@ def _records(lines: BoundedLines, delimiter: str, limit: int) -> Iterator[tuple[
                 f"Row {row} cannot be read as CSV ({exc}); check its quotes.",
                 code="malformed_csv",
             ) from None
+        end = position()
+        if end - lines.start > limit:
+            raise _too_long(row, limit)
+        lines.start = end
         yield row, cells
-        # The next record starts its own count (the first one's began with
-        # the peeked line).
-        lines.used = 0
 
 
 def _too_long(row: int, limit: int) -> UnreadableFile:
