@@ -35,6 +35,7 @@ from django.db import close_old_connections, connections
 from rq.worker import SimpleWorker
 
 from bulkops.conf import bulkops_settings
+from bulkops.engine.collection import fewer_young_collections
 
 logger = logging.getLogger("bulkops.jobs")
 
@@ -99,6 +100,13 @@ class BulkWorker(SimpleWorker):
         # What Django and the project loaded stays for good: garbage collections
         # during tasks need not walk it (as gc.freeze() in project/wsgi.py does).
         gc.freeze()
+        # Tasks make a chunk's worth of objects and free them by reference counting: a
+        # young collection every few hundred rows would only move them to older
+        # generations to be walked again (as run_batch does, bulkops.engine.collection).
+        with fewer_young_collections():
+            return self._work_loop(*args, **kwargs)
+
+    def _work_loop(self, *args: Any, **kwargs: Any) -> bool:
         burst = kwargs.get("burst", args[0] if args else False)
         worked = False
         wait = 1.0

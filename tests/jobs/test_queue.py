@@ -64,3 +64,24 @@ def test_tasks_of_a_rolled_back_transaction_are_never_sent(rq_queue):
         dispatch([Task("read_source", "job-e", "read")])
         raise RuntimeError
     assert queue.job_ids == []
+
+
+def test_a_bulkworker_runs_tasks_with_rarer_young_collections(rq_queue):
+    import gc
+
+    from bulkops.engine.collection import YOUNG_THRESHOLD
+    from bulkops.jobs import worker as worker_module
+    from bulkops.jobs.worker import BulkWorker
+
+    queue = get_queue()
+    task = queue.enqueue("gc.get_threshold")
+    before = gc.get_threshold()
+    worker = BulkWorker([queue], connection=queue.connection)
+    try:
+        worker.work(burst=True)
+    finally:
+        gc.unfreeze()  # work() froze this test process's objects
+        worker_module.KEEPS_CONNECTIONS = False
+
+    assert task.return_value()[0] == YOUNG_THRESHOLD
+    assert gc.get_threshold() == before  # as they were once the worker stopped
