@@ -63,6 +63,19 @@ class BulkWorker(SimpleWorker):
         finally:
             close_old_connections()
 
+    #: RQ renews a worker's record before and after every dequeue (two Redis calls
+    #: each), i.e. four times per task; the record lives ``worker_ttl`` (minutes), and
+    #: dashboards read its last beat to the second. Once a second is plenty.
+    HEARTBEAT_EVERY = 1.0
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        beaten = getattr(self, "_beaten_at", None)
+        recent = beaten is not None and time.monotonic() - beaten < self.HEARTBEAT_EVERY
+        if recent and timeout is None and pipeline is None:
+            return
+        super().heartbeat(timeout, pipeline)
+        self._beaten_at = time.monotonic()
+
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stopping = True
         super().request_stop(signum, frame)

@@ -85,3 +85,21 @@ def test_a_bulkworker_runs_tasks_with_rarer_young_collections(rq_queue):
 
     assert task.return_value()[0] == YOUNG_THRESHOLD
     assert gc.get_threshold() == before  # as they were once the worker stopped
+
+
+def test_a_bulkworker_renews_its_record_at_most_once_a_second(rq_queue, monkeypatch):
+    from rq.worker import SimpleWorker
+
+    from bulkops.jobs.worker import BulkWorker
+
+    queue = get_queue()
+    worker = BulkWorker([queue], connection=queue.connection)
+    sent = []
+    monkeypatch.setattr(SimpleWorker, "heartbeat", lambda self, t=None, p=None: sent.append(t))
+    for _ in range(5):
+        worker.heartbeat()
+    worker.heartbeat(timeout=90)  # an explicit TTL (a task's) always goes through
+    assert sent == [None, 90]
+    monkeypatch.setattr(BulkWorker, "HEARTBEAT_EVERY", 0.0)
+    worker.heartbeat()
+    assert sent == [None, 90, None]
