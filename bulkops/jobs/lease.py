@@ -56,10 +56,17 @@ UNCLAIMED_FIELDS = frozenset({"keys", "outcome"})
 
 
 def claim_chunk(
-    job_id: Any, index: int, *, state: str, holder: str, job_status: str | None = None
+    job_id: Any,
+    index: int,
+    *,
+    state: str,
+    holder: str,
+    job_status: str | None = None,
+    defer: frozenset[str] = frozenset(),
 ) -> BulkChunk | None:
     """The chunk, leased to ``holder``, if it is in ``state``, nobody else works on it,
-    and (``job_status``) its job is in that status.
+    and (``job_status``) its job is in that status; the fields in ``defer`` are read
+    only if used.
 
     On PostgreSQL one ``UPDATE ... RETURNING`` leases and reads it (a task per chunk
     makes this a query per task, worth one round trip less)."""
@@ -78,7 +85,7 @@ def claim_chunk(
     meta = BulkChunk._meta
     quote = connection.ops.quote_name
     # In the model's order, as Model.from_db takes them.
-    fields = [f for f in meta.concrete_fields if f.name not in UNCLAIMED_FIELDS]
+    fields = [f for f in meta.concrete_fields if f.name not in UNCLAIMED_FIELDS | defer]
     column = {f.attname: quote(f.column) for f in fields}
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {column['claimed_by']} = %s, "

@@ -245,13 +245,14 @@ def run_chunk(
     status: str,
     stage: str,
     work: Callable[[BulkJob, Any, BulkChunk], None],
+    defer: frozenset[str] = frozenset(),
 ) -> None:
     """Claim chunk ``index`` in ``state`` and do ``work(job, batch, chunk)`` on it while
     the job is ``status``, under a heartbeat, retrying what may be retried; a chunk that
     cannot be done is failed with its reason, and an unexpected error is re-raised for
     RQ to record as well."""
     holder = new_holder()
-    chunk = claim_chunk(job_id, index, state=state, holder=holder, job_status=status)
+    chunk = claim_chunk(job_id, index, state=state, holder=holder, job_status=status, defer=defer)
     if chunk is None:
         return
     if worn_out(chunk, holder, stage):
@@ -420,6 +421,7 @@ def write_chunk(job_id: Any, index: int) -> None:
         status=BulkJob.RUNNING,
         stage=BulkJob.STAGE_WRITE,
         work=_write,
+        defer=frozenset({"source"}),  # read only for a chunk with rows that fail
     )
 
 
@@ -436,25 +438,51 @@ def staged_text(staged: Any) -> str:
         return json.dumps(data, separators=(",", ":"))
 
 
-def load_staged(batch: Any, chunk: BulkChunk) -> Any:
-    """The chunk's staged rows (``chunk`` with ``staged``, ``source`` and ``duplicates``)."""
+def load_staged(batch: Any, chunk: BulkChunk, *, sources: bool = True) -> Any:
+    """The chunk's staged rows (``chunk`` with ``staged``, ``source`` and ``duplicates``);
+    ``sources=False``: without the rows as given (``source`` is not read)."""
     from bulkops.engine import StagedChunk
 
-    sources = [row[0] for row in codec.loads(chunk.source)]
+    given = None
+    if sources:
+        given = [row[0] for row in codec.loads(chunk.source)]
     with no_collection():
-        staged = StagedChunk.from_json(
-            codec.loads_data(chunk.staged), model=batch.model, sources=sources
-        )
+        data = codec.loads_data(chunk.staged)
+        if given is None:
+            given = [None] * len(data["rows"])
+        staged = StagedChunk.from_json(data, model=batch.model, sources=given)
     if chunk.duplicates:
         errors = {int(position): e for position, e in json.loads(chunk.duplicates).items()}
         staged = staged.with_errors(errors)
     return staged
 
 
+class _RowsAsGivenNeeded(Exception):
+    """A chunk written without its rows as given has a row that failed: its errors and
+    values are worded from them, so the write is rolled back and done again with them."""
+
+
 def _write(job: BulkJob, batch: Any, chunk: BulkChunk) -> None:
+    # The engine calls in_transaction inside the transaction that writes the chunk (and,
+    # when it gave up on the chunk, in one of its own): rows and "done" commit together.
+    # The rows as given only serve rows that fail; a chunk with none (the usual one) is
+    # written without reading them, unless the database refuses one of its rows then.
+    if not chunk.invalid and not chunk.duplicates:
+        staged = load_staged(batch, chunk, sources=False)
+
+        def lean(results: list[RowResult]) -> None:
+            if any(result.status == ERROR for result in results):
+                raise _RowsAsGivenNeeded
+            record_written(job, chunk, results, staged)
+
+        try:
+            batch.write_chunk(staged, in_transaction=lean)
+            return
+        except (Superseded, *TRANSIENT_ERRORS):
+            raise
+        except Exception:  # _RowsAsGivenNeeded, or the wording of a refusal without them
+            logger.info("bulkops job %s chunk %s: written again with its rows", job.pk, chunk.index)
     staged = load_staged(batch, chunk)
-    # The engine calls this inside the transaction that writes the chunk (and, when it
-    # gave up on the chunk, in one of its own): rows and "done" commit together.
     batch.write_chunk(
         staged, in_transaction=lambda results: record_written(job, chunk, results, staged)
     )

@@ -20,7 +20,7 @@ from bulkops.exceptions import InvalidOptions, UnreadableFile
 from bulkops.jobs import services
 from bulkops.jobs.models import BulkChunk, BulkJob, BulkPayload
 from bulkops.jobs.signals import job_finished
-from project.catalog.models import Order, Product
+from project.catalog.models import Category, Order, Product
 from project.catalog.serializers import ProductSerializer
 from tests.jobs.data import (
     ORDER_HEADER,
@@ -180,6 +180,32 @@ def test_a_confirmed_job_waits_can_be_fixed_in_place_then_writes(tmp_path, ann, 
     assert Product.objects.filter(sku="FIXED-17").exists()
 
 
+def test_a_related_object_deleted_after_validation_fails_its_row_worded_as_given(
+    tmp_path, ann, media_root
+):
+    """A chunk of valid rows is written without reading its rows as given; when the
+    database refuses one of them, the chunk is written again with them, so the row's
+    error and values are what they would have been."""
+    catalog(products=0)
+    Category.objects.create(name="Garden")
+    rows = product_rows(4)
+    rows[2][2] = "Garden"
+    job = finished(
+        start_products(ann, write_csv(tmp_path / "p.csv", PRODUCT_HEADER, rows), confirm=True)
+    )
+    assert (job.status, job.invalid_rows) == (BulkJob.VALIDATED, 0)
+    Category.objects.filter(name="Garden").delete()  # another writer, after validation
+
+    services.confirm_job(job=job, user=ann)
+
+    job = finished(job)
+    assert (job.status, job.created, job.errors) == (BulkJob.PARTIAL, 3, 1)
+    error = job.row_errors.get()
+    assert error.row == 4 and error.values["category"] == "Garden"
+    assert error.errors == {"category": ["Object with name=Garden does not exist."]}
+    assert Product.objects.count() == 3
+
+
 def test_what_changed_while_the_job_waited_is_caught_at_write_time(tmp_path, ann, media_root):
     """Nothing is validated again after ``validated``: the write itself reports a target
     deleted and a key taken meanwhile on their rows, and writes the rest."""
@@ -220,9 +246,14 @@ def test_what_changed_while_the_job_waited_is_caught_at_write_time(tmp_path, ann
     assert set(Product.objects.filter(sku__startswith="N-").values_list("name", flat=True)) == {
         "Renamed"
     }
+    gone = job.row_errors.get()
+    # Worded from the row as given, which the write reads only once a row failed.
+    assert gone.values["sku"] == "N-2" and gone.values["name"] == "Renamed"
+    assert gone.errors == {"sku": ["No product with sku=N-2."]}
     assert (later.status, later.created, later.errors) == (BulkJob.PARTIAL, 2, 1)
     error = later.row_errors.get()
     assert error.row == 3 and "already exists" in str(error.errors)
+    assert error.values["sku"] == "L-1"
     assert Product.objects.get(sku="L-1").name == "Competitor"
 
 
