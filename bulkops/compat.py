@@ -48,6 +48,17 @@ def mark_saved(instance: models.Model, db: str) -> None:
     instance._state.db = db
 
 
+def update_sql(queryset: Any, changes: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The ``UPDATE`` statement (and its parameters) ``queryset.update(**changes)`` runs,
+    to be run as part of a larger statement (``sql.UpdateQuery`` and its compiler)."""
+    from django.db.models import sql
+
+    query = queryset.query.chain(sql.UpdateQuery)
+    query.add_update_values(changes)
+    text, params = query.get_compiler(queryset.db).as_sql()
+    return text, list(params)
+
+
 def candidate_relations_to_delete(model: type[models.Model]) -> Iterator[Any]:
     """The reverse one-to-one and many-to-one relations a delete of ``model`` visits
     (``django.db.models.deletion.get_candidate_relations_to_delete``)."""

@@ -244,3 +244,20 @@ def test_drf_spectacular_builds_request_bodies_where_bulkops_overrides_it():
     assert callable(getattr(AutoSchema, "_get_request_body", None)), (
         "drf-spectacular changed AutoSchema._get_request_body: review openapi.BulkAutoSchema."
     )
+
+
+def test_update_sql_is_the_statement_update_runs(db):
+    from django.db import connection
+
+    from bulkops.compat import update_sql
+    from project.catalog.models import Category
+
+    category = Category.objects.create(name="Tools")
+    queryset = Category.objects.filter(pk=category.pk, name="Tools")
+    sql, params = update_sql(queryset, {"name": "Garden"})
+    assert sql.startswith("UPDATE ") and "Garden" in params
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.rowcount == 1
+    category.refresh_from_db()
+    assert category.name == "Garden"

@@ -11,6 +11,8 @@ from django.db import connections, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from bulkops import compat
+
 from .batches import close_connection_if_broken, using
 from .models import BulkChunk, BulkJob
 from .signals import job_finished
@@ -46,14 +48,26 @@ def finish_if_written(job_id: Any) -> bool:
     return True
 
 
-def add_counts(job_id: Any, counts: dict[str, int], returning: list[str]) -> dict[str, Any]:
+def add_counts(
+    job_id: Any,
+    counts: dict[str, int],
+    returning: list[str],
+    *,
+    along: tuple[Any, dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
     """Add ``counts`` to the job's counters (stamping ``progress_at``) and read the
     ``returning`` fields as they are after the addition; the row stays locked until the
-    caller's transaction ends. One statement on PostgreSQL (``UPDATE ... RETURNING``),
-    as chunks do this once each."""
+    caller's transaction ends. ``along``: ``(queryset, changes)``, an update (of the
+    chunk the counts are for) made with it, and the counts added only if it changed a
+    row; ``None`` if it changed none.
+
+    One statement on PostgreSQL (``WITH ... UPDATE ... RETURNING``): a chunk does this
+    once per stage, and a round trip less per chunk is worth it."""
     now = timezone.now()
     connection = connections[using()]
     if connection.vendor != "postgresql":
+        if along is not None and not along[0].update(**along[1]):
+            return None
         BulkJob.objects.filter(pk=job_id).update(
             progress_at=now, **{name: F(name) + value for name, value in counts.items()}
         )
@@ -62,16 +76,24 @@ def add_counts(job_id: Any, counts: dict[str, int], returning: list[str]) -> dic
     quote = connection.ops.quote_name
     column = {name: quote(meta.get_field(name).column) for name in [*counts, *returning]}
     sets = ", ".join(f"{column[name]} = {column[name]} + %s" for name in counts)
+    head, condition = "", ""
+    params: list[Any] = []
+    if along is not None:
+        update, params = compat.update_sql(*along)
+        head = f"WITH along AS ({update} RETURNING 1) "
+        condition = " AND EXISTS (SELECT 1 FROM along)"
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {sets}, "
+        f"{head}UPDATE {quote(meta.db_table)} SET {sets}, "
         f"{quote(meta.get_field('progress_at').column)} = %s "
-        f"WHERE {quote(meta.pk.column)} = %s "
+        f"WHERE {quote(meta.pk.column)} = %s{condition} "
         f"RETURNING {', '.join(column[name] for name in returning)}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*counts.values(), now, job_id])
+        cursor.execute(sql, [*params, *counts.values(), now, job_id])
         found = cursor.fetchone()
-    return dict(zip(returning, found, strict=True)) if found is not None else {}
+    if found is None:
+        return None if along is not None else {}
+    return dict(zip(returning, found, strict=True))
 
 
 def outcome_status(job: BulkJob) -> str:

@@ -289,25 +289,27 @@ def _validate(job: BulkJob, batch: Any, chunk: BulkChunk) -> None:
     invalid = [r for r in staged.rows if r.errors]
     now = timezone.now()
     with transaction.atomic(using=using()):
-        changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.NEW).update(
-            state=BulkChunk.VALIDATED,
-            staged=text,
-            keys=codec.compact(keys),
-            invalid=len(invalid),
-            validated_at=now,
-            claimed_by="",
-            attempts=0,  # attempts count per stage
-            error="",
-        )
-        if not changed:
-            raise Superseded
-        BulkRowError.objects.bulk_create(
-            [row_error(job, r, r.errors) for r in invalid], batch_size=500
-        )
+        # The chunk's state change and the job's counts, in one statement.
+        changes = {
+            "state": BulkChunk.VALIDATED,
+            "staged": text,
+            "keys": codec.compact(keys),
+            "invalid": len(invalid),
+            "validated_at": now,
+            "claimed_by": "",
+            "attempts": 0,  # attempts count per stage
+            "error": "",
+        }
         counts = add_counts(
             job.pk,
             {"rows_validated": chunk.size, "invalid_rows": len(invalid), "chunks_validated": 1},
             returning=["status", "chunks_validated", "chunks_total"],
+            along=(BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.NEW), changes),
+        )
+        if counts is None:
+            raise Superseded
+        BulkRowError.objects.bulk_create(
+            [row_error(job, r, r.errors) for r in invalid], batch_size=500
         )
         # The job's row is locked by that update until this commits: if this is the
         # last chunk, no other chunk's count can come after, and this moves the job on.
@@ -521,23 +523,22 @@ def record_written(
                 [row_error(job, rows[r.index], r.errors) for r in late if r.index in rows]
             )
     now = timezone.now()
-    changed = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.VALIDATED).update(
-        state=BulkChunk.DONE,
-        outcome=outcome_of(chunk, results),
-        staged="",  # retention: the rows go once written; errors and counts stay
-        source="",
-        keys="",
-        created=counts[CREATED],
-        updated=counts[UPDATED],
-        deleted=counts[DELETED],
-        errors=counts[ERROR],
-        rolled_back=counts[ROLLED_BACK],
-        done_at=now,
-        claimed_by="",
-        error="",
-    )
-    if not changed:
-        raise Superseded
+    done = BulkChunk.objects.filter(pk=chunk.pk, state=BulkChunk.VALIDATED)
+    changes = {
+        "state": BulkChunk.DONE,
+        "outcome": outcome_of(chunk, results),
+        "staged": "",  # retention: the rows go once written; errors and counts stay
+        "source": "",
+        "keys": "",
+        "created": counts[CREATED],
+        "updated": counts[UPDATED],
+        "deleted": counts[DELETED],
+        "errors": counts[ERROR],
+        "rolled_back": counts[ROLLED_BACK],
+        "done_at": now,
+        "claimed_by": "",
+        "error": "",
+    }
     written = {
         "rows_written": len(results),
         "created": counts[CREATED],
@@ -548,18 +549,28 @@ def record_written(
         "chunks_done": 1,
     }
     if totals is not None:
+        if not done.update(**changes):
+            raise Superseded
         for name, value in written.items():
             totals[name] = totals.get(name, 0) + value
         return
-    add_to_job(job, written)
+    add_to_job(job, written, along=(done, changes))
 
 
-def add_to_job(job: BulkJob, counts: dict[str, int]) -> None:
-    """Add a written chunk's counts to the job's, and finish the job if it was the last
-    (the update locks the job's row until the chunk commits: no count comes after)."""
+def add_to_job(
+    job: BulkJob, counts: dict[str, int], *, along: tuple[Any, dict[str, Any]] | None = None
+) -> None:
+    """Add a written chunk's counts to the job's (with the chunk's own update, ``along``),
+    and finish the job if it was the last (the update locks the job's row until the chunk
+    commits: no count comes after)."""
     after = add_counts(
-        job.pk, counts, returning=["status", "chunks_done", "chunks_failed", "chunks_total"]
+        job.pk,
+        counts,
+        returning=["status", "chunks_done", "chunks_failed", "chunks_total"],
+        along=along,
     )
+    if after is None:
+        raise Superseded
     last = after and after["chunks_done"] + after["chunks_failed"] >= after["chunks_total"]
     if last or after.get("status") == BulkJob.CANCELLED:
         finish_if_written(job.pk)
