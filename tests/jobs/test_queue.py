@@ -66,7 +66,7 @@ def test_tasks_of_a_rolled_back_transaction_are_never_sent(rq_queue):
     assert queue.job_ids == []
 
 
-@pytest.mark.django_db  # the worker looks after its database connection around tasks
+@pytest.mark.django_db(transaction=True)  # the worker looks after its connection per task
 def test_a_bulkworker_runs_tasks_with_rarer_young_collections(rq_queue):
     import gc
 
