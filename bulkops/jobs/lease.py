@@ -82,6 +82,9 @@ def claim_chunk(
         if not claimed:
             return None
         return BulkChunk.objects.get(job_id=job_id, index=index)
+    # The same claim in SQL: the ORM took ~1 ms to compile it, twice per chunk. The
+    # condition on claimed_by/heartbeat is _free()'s; the job's status is an EXISTS on
+    # the chunk's own row (a join would not be checked again against a concurrent claim).
     meta = BulkChunk._meta
     quote = connection.ops.quote_name
     # In the model's order, as Model.from_db takes them.
